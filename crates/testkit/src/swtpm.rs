@@ -1,0 +1,141 @@
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::process::ChildGuard;
+
+/// An isolated swtpm (TPM 2.0 simulator) for one test: its own state dir, its own port pair,
+/// run in the foreground as our child and killed on drop. A fresh state dir means fresh seeds,
+/// so every instance has its own EK and SRK.
+pub struct Swtpm {
+    state: tempfile::TempDir,
+    port: u16,
+    child: Option<ChildGuard>,
+}
+
+impl Swtpm {
+    /// Starts a swtpm on a fresh state dir and free ports; panics with swtpm's error if it cannot.
+    pub fn start() -> Self {
+        let state = tempfile::Builder::new()
+            .prefix("swtpm-")
+            .tempdir()
+            .expect("create swtpm state dir");
+        let mut last_error = String::new();
+        for _ in 0..20 {
+            let port = crate::free_port_pair();
+            match spawn(state.path(), port) {
+                Ok(child) => return Self { state, port, child: Some(child) },
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start swtpm: {last_error}");
+    }
+
+    /// The TCTI string for tss-esapi and tpm2-tools.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// Kills the simulator; its state stays on disk.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill();
+        }
+    }
+
+    /// Starts it again on the same state dir and ports (persistent handles survive).
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match spawn(self.state.path(), self.port) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(e) if Instant::now() > deadline => panic!("swtpm restart failed: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Runs a tpm2-tools command (e.g. `tpm2("tpm2_getcap", &["handles-persistent"], dir)`)
+    /// against this TPM, in `cwd`, and returns its output.
+    pub fn tpm2(&self, tool: &str, args: &[&str], cwd: &Path) -> Output {
+        Command::new(tool)
+            .args(args)
+            .current_dir(cwd)
+            .env("TPM2TOOLS_TCTI", self.tcti())
+            .env("TSS2_LOG", "all+none")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {tool} ({e}); install tpm2-tools"))
+    }
+
+    /// Like [`Swtpm::tpm2`] but panics, with the tool's stderr, unless it succeeds.
+    pub fn tpm2_ok(&self, tool: &str, args: &[&str], cwd: &Path) -> Vec<u8> {
+        let out = self.tpm2(tool, args, cwd);
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs swtpm in the foreground on `dir` with ports (port, port+1) and waits until it listens.
+fn spawn(dir: &Path, port: u16) -> Result<ChildGuard, String> {
+    let mut command = Command::new("swtpm");
+    command
+        .arg("socket")
+        .arg("--tpm2")
+        .arg("--tpmstate")
+        .arg(format!("dir={}", dir.display()))
+        .arg("--server")
+        .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+        .arg("--ctrl")
+        .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+        .arg("--flags")
+        .arg("not-need-init,startup-clear")
+        .arg("--log")
+        .arg(format!("file={}", dir.join("swtpm.log").display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard::spawn(command).map_err(|e| {
+        format!("cannot run swtpm ({e}); install it with: apt-get install swtpm swtpm-tools")
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut err) = child.into_inner().stderr.take() {
+                use std::io::Read;
+                let _ = err.read_to_string(&mut stderr);
+            }
+            return Err(format!("swtpm exited with {status}: {stderr}"));
+        }
+        if Instant::now() > deadline {
+            return Err("swtpm did not listen within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
