@@ -1,0 +1,51 @@
+//! HTTP/1.1-over-Unix-socket plumbing shared by our daemons (keyd and tpmd).
+//!
+//! Upstream's `http-common` defines the conventions every aziot client expects:
+//! a mandatory `api-version`, `{"message": ...}` error bodies, JSON bodies parsed
+//! with particular status codes, the caller's uid taken from `SO_PEERCRED`, and
+//! systemd socket activation. Writing them once here keeps each daemon down to its
+//! routes. Where upstream is weak (it drops the 11th concurrent connection of a uid
+//! without a reply) we queue and answer `503` with a message instead.
+//!
+//! Typical daemon start-up:
+//!
+//! ```no_run
+//! # async fn run<S: aziot_http::Service>(svc: std::sync::Arc<S>) -> Result<(), Box<dyn std::error::Error>> {
+//! use aziot_http::{listen, serve, Endpoint, ServerOptions, SystemdSockets};
+//! let mut systemd = SystemdSockets::from_env()?;
+//! let endpoint: Endpoint = "unix:///run/aziot/keyd.sock".parse()?;
+//! let listener = listen(&endpoint, &mut systemd, "aziot-keyd.socket")?;
+//! serve(listener, svc, ServerOptions::default(), async { /* SIGTERM */ }).await;
+//! # Ok(()) }
+//! ```
+
+mod bind;
+mod body;
+mod client;
+mod dispatch;
+mod endpoint;
+mod error;
+mod json;
+mod limiter;
+mod listen;
+mod query;
+mod request;
+mod response;
+mod server;
+mod service;
+mod systemd;
+
+pub use bind::{bind_unix, BindError};
+pub use client::{ClientError, UdsClient};
+pub use endpoint::{Endpoint, EndpointError};
+pub use error::HttpError;
+pub use listen::{listen, ListenError};
+pub use request::Request;
+pub use response::Response;
+pub use server::{serve, ServerOptions, BODY_READ_TIMEOUT, MAX_BODY_BYTES, SHUTDOWN_GRACE};
+pub use service::Service;
+pub use systemd::{SystemdError, SystemdSockets};
+
+/// Re-exported so services need no direct dependency on `http`/`bytes`.
+pub use bytes::Bytes;
+pub use hyper::http::{header, HeaderMap, HeaderValue, Method, StatusCode};

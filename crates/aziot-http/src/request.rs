@@ -1,0 +1,118 @@
+//! The request a [`Service`](crate::Service) sees: already gated on
+//! `api-version`, body already read, caller identified by uid.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use hyper::{HeaderMap, Method};
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: Method,
+    /// The raw (still percent-encoded) path, e.g. `/keypair/my%20key`.
+    pub path: String,
+    /// Query parameters other than `api-version`, percent-decoded.
+    pub query: BTreeMap<String, String>,
+    /// The `api-version` the caller asked for; one of the service's versions.
+    pub api_version: String,
+    pub headers: HeaderMap,
+    /// The body, or `None` when it was empty.
+    pub body: Option<Bytes>,
+    /// The caller's effective uid (`SO_PEERCRED`); this is what authorization uses.
+    pub uid: u32,
+    /// The caller's pid, when the kernel reported one.
+    pub pid: Option<i32>,
+}
+
+impl Request {
+    /// A request as the server would build it; for unit-testing services.
+    pub fn new(method: Method, path: impl Into<String>, api_version: impl Into<String>) -> Self {
+        Request {
+            method,
+            path: path.into(),
+            query: BTreeMap::new(),
+            api_version: api_version.into(),
+            headers: HeaderMap::new(),
+            body: None,
+            uid: 0,
+            pid: None,
+        }
+    }
+
+    /// The path's segments, percent-decoded: `/a/b%2Fc/` gives `["a", "b/c", ""]`.
+    pub fn segments(&self) -> Vec<String> {
+        let path = self.path.strip_prefix('/').unwrap_or(&self.path);
+        path.split('/').map(decode_segment).collect()
+    }
+
+    /// Matches the path against `pattern`, whose segments are literals or `{}`
+    /// (any one non-empty segment). Returns the decoded `{}` segments in order.
+    ///
+    /// `req.match_path("/keypair/{}")` on `/keypair/my%20key` gives `["my key"]`.
+    pub fn match_path(&self, pattern: &str) -> Option<Vec<String>> {
+        let path = self.path.strip_prefix('/')?;
+        let pattern = pattern.strip_prefix('/').unwrap_or(pattern);
+        let mut path_segments = path.split('/');
+        let mut captures = Vec::new();
+        for expected in pattern.split('/') {
+            let actual = path_segments.next()?;
+            if expected == "{}" {
+                if actual.is_empty() {
+                    return None;
+                }
+                captures.push(decode_segment(actual));
+            } else if actual != expected {
+                return None;
+            }
+        }
+        path_segments.next().is_none().then_some(captures)
+    }
+
+    /// A query parameter (other than `api-version`).
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+
+    /// A header as text, if present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Path segments decode `%XX` only; `+` stays a plus (it is not form encoding).
+fn decode_segment(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Request {
+        Request::new(Method::GET, path, "2020-09-01")
+    }
+
+    #[test]
+    fn segments_are_decoded() {
+        assert_eq!(get("/a/b%2Fc/d+e").segments(), ["a", "b/c", "d+e"]);
+        assert_eq!(get("/").segments(), [""]);
+    }
+
+    #[test]
+    fn match_path_captures_placeholders() {
+        let r = get("/keypair/my%20key");
+        assert_eq!(r.match_path("/keypair/{}"), Some(vec!["my key".to_owned()]));
+        assert_eq!(r.match_path("/keypair"), None);
+        assert_eq!(r.match_path("/keypair/{}/x"), None);
+        assert_eq!(r.match_path("/key/{}"), None);
+        assert_eq!(get("/sign").match_path("/sign"), Some(vec![]));
+        assert_eq!(get("/keypair/").match_path("/keypair/{}"), None);
+        assert_eq!(get("/sign/").match_path("/sign"), None);
+        assert_eq!(
+            get("/identities/modules/m1/x").match_path("/identities/modules/{}/{}"),
+            Some(vec!["m1".to_owned(), "x".to_owned()])
+        );
+    }
+}

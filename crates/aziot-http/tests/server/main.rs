@@ -1,0 +1,7 @@
+//! End-to-end tests: a small service on a real Unix socket in a temp dir.
+
+mod fixture;
+mod gate;
+mod limits;
+mod shutdown;
+mod socket;
