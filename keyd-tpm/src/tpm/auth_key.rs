@@ -1,0 +1,282 @@
+//! The DPS auth key: import (TPM2_ActivateCredential + TPM2_Import), HMAC signing, and the
+//! guarantees upstream lacks. A new key is loaded and proven before the old one is touched; the
+//! key it replaces is kept (SRK-wrapped, in the store) so it can be restored; and a crash in the
+//! middle of the swap is finished at the next start, leaving either the old or the new key.
+
+use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{KeyHandle, ObjectHandle, SessionHandle};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::handles::AuthHandle;
+use tss_esapi::interface_types::resource_handles::Provision;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    Data, Digest, MaxBuffer, Nonce, SymmetricDefinition, SymmetricDefinitionObject,
+};
+
+use super::device::Device;
+use super::dps_blob::DpsBlob;
+use super::error::{CommandError, Context as _, TpmError};
+use super::primaries::persistent;
+use super::store::{Slot, WrappedKey};
+use super::hierarchy_auth_error;
+
+/// Data HMAC'd once to prove a freshly loaded key works before it replaces the old one.
+const PROOF_DATA: &[u8] = b"keyd-tpm: auth key self-test";
+
+impl Device {
+    /// Imports a DPS `authenticationKey` and makes it the auth key. On any error the previous
+    /// auth key is still in place and usable.
+    pub fn import_auth_key(&mut self, blob: &[u8]) -> Result<(), TpmError> {
+        let blob = DpsBlob::parse(blob)?;
+        let inner_key = self.activate_credential(&blob)?;
+        let private = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.import(
+                    self.srk.into(),
+                    Some(inner_key),
+                    blob.public.clone(),
+                    blob.duplicate.clone(),
+                    blob.in_sym_seed.clone(),
+                    SymmetricDefinitionObject::AES_128_CFB,
+                )
+            })
+            .map_err(|e| rejected("TPM2_Import", e))?;
+        let key = WrappedKey { public: blob.public, private };
+        self.install(key)?;
+        log::info!("imported a new DPS auth key at {:#010x}", self.settings.auth_key_handle());
+        Ok(())
+    }
+
+    /// Puts the previously imported auth key back (and keeps the current one as previous).
+    pub fn restore_auth_key(&mut self) -> Result<(), TpmError> {
+        let previous = self.store.read(Slot::Previous)?.ok_or(TpmError::NoPreviousAuthKey)?;
+        self.install(previous)?;
+        log::info!("restored the previous DPS auth key at {:#010x}", self.settings.auth_key_handle());
+        Ok(())
+    }
+
+    /// HMAC-SHA256 of `data` with the auth key, in the TPM.
+    pub fn sign_with_auth_key(&mut self, data: &[u8]) -> Result<Vec<u8>, TpmError> {
+        let handle = self.settings.auth_key_handle();
+        let key = self.auth_key.ok_or(TpmError::NoAuthKey { handle })?;
+        let result = self.hmac(key, data);
+        if result.is_err() && self.find_auth_key()?.is_none() {
+            // Removed behind our back (e.g. tpm2_evictcontrol): say so rather than "TPM error".
+            self.auth_key = None;
+            return Err(TpmError::NoAuthKey { handle });
+        }
+        result
+    }
+
+    fn hmac(&mut self, key: ObjectHandle, data: &[u8]) -> Result<Vec<u8>, TpmError> {
+        if data.len() <= MaxBuffer::MAX_SIZE {
+            let buffer = MaxBuffer::try_from(data.to_vec()).during("building TPM2B_MAX_BUFFER")?;
+            let digest = self
+                .ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.hmac(key, buffer, HashingAlgorithm::Sha256)
+                })
+                .during("TPM2_HMAC")?;
+            Ok(digest.value().to_vec())
+        } else {
+            let handle = self.settings.auth_key_handle();
+            self.sequence()?.hmac_persistent(handle, data)
+        }
+    }
+
+    /// ActivateCredential with the SRK as the activated object and the EK as the decryption key
+    /// (authorized by PolicySecret(endorsement)); returns the inner wrapper key of the duplicate.
+    fn activate_credential(&mut self, blob: &DpsBlob) -> Result<Data, TpmError> {
+        let session = self
+            .ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .during("TPM2_StartAuthSession")?
+            .ok_or_else(|| TpmError::Unexpected("the TPM returned no policy session".into()))?;
+        let result = self.activate_with(session, blob);
+        // Policy sessions are started with continueSession: flush it whatever happened.
+        if let Err(e) = self.ctx.flush_context(SessionHandle::from(session).into()) {
+            log::warn!("could not flush the policy session: {}", super::error::describe(&e));
+        }
+        result
+    }
+
+    fn activate_with(&mut self, session: AuthSession, blob: &DpsBlob) -> Result<Data, TpmError> {
+        let policy = PolicySession::try_from(session).during("policy session")?;
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.policy_secret(
+                    policy,
+                    AuthHandle::Endorsement,
+                    Nonce::default(),
+                    Digest::default(),
+                    Nonce::default(),
+                    None,
+                )
+            })
+            .map_err(|e| hierarchy_auth_error(e, "endorsement", "TPM2_PolicySecret"))?;
+        let (srk, ek) = (self.srk, self.ek);
+        let credential = self
+            .ctx
+            .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |c| {
+                c.activate_credential(
+                    srk,
+                    ek,
+                    blob.credential_blob.clone(),
+                    blob.credential_secret.clone(),
+                )
+            })
+            .map_err(|e| rejected("TPM2_ActivateCredential", e))?;
+        Data::try_from(credential.value().to_vec()).during("inner wrapper key")
+    }
+
+    /// Loads `key` under the SRK, proves it with one HMAC, then swaps it in at the persistent
+    /// handle. The store records each step so `recover_auth_key` can finish an interrupted swap.
+    fn install(&mut self, key: WrappedKey) -> Result<(), TpmError> {
+        let loaded = self.load(&key)?;
+        let proven = self.hmac(loaded.into(), PROOF_DATA);
+        let result = proven.and_then(|_| self.swap_in(loaded, &key));
+        if let Err(e) = self.ctx.flush_context(loaded.into()) {
+            log::warn!("could not flush the loaded auth key: {}", super::error::describe(&e));
+        }
+        result
+    }
+
+    fn load(&mut self, key: &WrappedKey) -> Result<KeyHandle, TpmError> {
+        let srk = self.srk;
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.load(srk, key.private.clone(), key.public.clone())
+            })
+            .map_err(|e| rejected("TPM2_Load", e))
+    }
+
+    fn swap_in(&mut self, loaded: KeyHandle, key: &WrappedKey) -> Result<(), TpmError> {
+        self.store.write(Slot::Next, key)?;
+        // Keep what is at the handle now as `previous`, if we know its wrapped form.
+        let current_known = match (self.auth_key, self.store.read(Slot::Current)?) {
+            (Some(object), Some(current)) => {
+                let at_handle = self.read_public(KeyHandle::from(object))?;
+                at_handle == current.public
+            }
+            _ => false,
+        };
+        if self.auth_key.is_some() && !current_known {
+            log::warn!(
+                "the auth key being replaced was not imported by keyd-tpm (no wrapped copy), so it cannot be restored later"
+            );
+            self.store.remove(Slot::Current)?;
+        }
+        if let Some(old) = self.auth_key.take() {
+            self.evict(old)?;
+        }
+        if let Err(e) = self.persist(loaded) {
+            self.roll_back(current_known);
+            return Err(e);
+        }
+        self.auth_key = self.find_auth_key()?;
+        self.finish_swap()
+    }
+
+    /// `next` is at the handle now: current → previous, next → current.
+    fn finish_swap(&mut self) -> Result<(), TpmError> {
+        if self.store.exists(Slot::Current) {
+            self.store.rename(Slot::Current, Slot::Previous)?;
+        }
+        self.store.rename(Slot::Next, Slot::Current)
+    }
+
+    /// The new key could not be persisted after the old one was evicted: put the old one back.
+    fn roll_back(&mut self, current_known: bool) {
+        let _ = self.store.remove(Slot::Next);
+        if !current_known {
+            log::error!("the previous auth key could not be put back: no wrapped copy of it exists");
+            return;
+        }
+        let restored = self
+            .store
+            .read(Slot::Current)
+            .and_then(|k| k.ok_or(TpmError::NoPreviousAuthKey))
+            .and_then(|k| self.load(&k))
+            .and_then(|h| {
+                let r = self.persist(h);
+                let _ = self.ctx.flush_context(h.into());
+                r
+            });
+        match restored.and_then(|()| self.find_auth_key()) {
+            Ok(found) => self.auth_key = found,
+            Err(e) => log::error!("the previous auth key could not be put back: {e}"),
+        }
+    }
+
+    fn evict(&mut self, object: ObjectHandle) -> Result<(), TpmError> {
+        let handle = persistent(self.settings.auth_key_handle())?;
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.evict_control(Provision::Owner, object, Persistent::Persistent(handle))
+            })
+            .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (remove)"))?;
+        Ok(())
+    }
+
+    fn persist(&mut self, loaded: KeyHandle) -> Result<(), TpmError> {
+        let handle = persistent(self.settings.auth_key_handle())?;
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.evict_control(Provision::Owner, loaded.into(), Persistent::Persistent(handle))
+            })
+            .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (persist)"))?;
+        Ok(())
+    }
+
+    /// At start: finish or undo a swap that a crash interrupted. If `next` is at the handle, the
+    /// swap is completed; if the handle is empty, `next` (already proven) is persisted; if the
+    /// old key is still there, `next` is dropped.
+    pub(super) fn recover_auth_key(&mut self) -> Result<(), TpmError> {
+        let Some(next) = self.store.read(Slot::Next)? else { return Ok(()) };
+        match self.find_auth_key()? {
+            Some(object) if self.read_public(KeyHandle::from(object))? == next.public => {
+                log::warn!("finishing an auth key swap interrupted by a crash");
+                self.finish_swap()
+            }
+            Some(_) => {
+                log::warn!("an auth key import was interrupted before the swap; the previous key stays");
+                self.store.remove(Slot::Next)
+            }
+            None => {
+                log::warn!("an auth key swap was interrupted after the old key was removed; installing the new one");
+                let loaded = self.load(&next)?;
+                let r = self.persist(loaded);
+                let _ = self.ctx.flush_context(loaded.into());
+                r?;
+                self.finish_swap()
+            }
+        }
+    }
+}
+
+/// A TPM refusal of the blob itself (wrong EK/SRK, tampered bytes) versus a TPM failure.
+/// libtpms answers TPM_RC_FAILURE when an RSA-OAEP secret does not decrypt (a blob for another
+/// EK or SRK, or a damaged seed), without entering failure mode, so that counts as a refusal.
+fn rejected(command: &'static str, e: tss_esapi::Error) -> TpmError {
+    let error = CommandError::esapi(command, e);
+    use Tss2ResponseCodeKind as K;
+    match error.kind {
+        Some(
+            K::Failure
+            | K::Integrity | K::Value | K::Size | K::Key | K::KeySize | K::Binding | K::Scheme
+            | K::Symmetric | K::Attributes | K::Type | K::Hash | K::Kdf | K::Mode | K::Policy
+            | K::Handle | K::Insufficient | K::Selector | K::Curve | K::EccPoint,
+        ) => TpmError::BlobRejected(error),
+        _ => TpmError::Command(error),
+    }
+}

@@ -1,0 +1,210 @@
+//! The open TPM: the tss-esapi context plus the handles the daemon keeps (EK, SRK, auth key).
+//! Only the owner thread ever holds a `Device`.
+
+use std::str::FromStr;
+
+use tss_esapi::constants::CapabilityType;
+use tss_esapi::handles::{KeyHandle, ObjectHandle, TpmHandle};
+use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::structures::{Auth, CapabilityData, Public};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
+use tss_esapi::Context;
+
+use super::error::{Context as _, TpmError};
+use super::primaries::{self, Origin};
+use super::sequence::SequenceContext;
+use super::store::AuthKeyStore;
+use super::{hierarchy_auth_bytes, TpmSettings};
+
+/// EK and SRK as `TPM2B_PUBLIC` (size prefix included), the bytes DPS receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmKeys {
+    pub endorsement_key: Vec<u8>,
+    pub storage_root_key: Vec<u8>,
+}
+
+pub struct Device {
+    pub(super) ctx: Context,
+    pub(super) settings: TpmSettings,
+    pub(super) ek: KeyHandle,
+    pub(super) srk: KeyHandle,
+    /// ESYS handle of the persistent auth key, if one is there.
+    pub(super) auth_key: Option<ObjectHandle>,
+    pub(super) store: AuthKeyStore,
+    sequence: Option<SequenceContext>,
+}
+
+/// The TCTI string actually used: a bare `device` means the kernel resource manager, not the
+/// raw `/dev/tpm0` that tcti-device would pick by default.
+pub fn normalize_tcti(tcti: &str) -> String {
+    match tcti.trim() {
+        "" | "device" => "device:/dev/tpmrm0".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+impl Device {
+    pub fn open(settings: TpmSettings) -> Result<Self, TpmError> {
+        let tcti = normalize_tcti(&settings.tcti);
+        let conf = TctiNameConf::from_str(&tcti).map_err(|e| TpmError::Open {
+            tcti: tcti.clone(),
+            reason: format!("not a TCTI configuration ({e}); use device:/dev/tpmrm0, swtpm:host=H,port=P or tabrmd"),
+        })?;
+        let mut ctx = Context::new(conf).map_err(|e| TpmError::Open {
+            tcti: tcti.clone(),
+            reason: open_hint(&tcti, &e),
+        })?;
+        for (hierarchy, password) in [
+            (ObjectHandle::Endorsement, &settings.endorsement_auth),
+            (ObjectHandle::Owner, &settings.owner_auth),
+        ] {
+            let auth = Auth::try_from(hierarchy_auth_bytes(password).to_vec())
+                .map_err(|_| TpmError::Open {
+                    tcti: tcti.clone(),
+                    reason: "a hierarchy password is longer than 63 bytes".into(),
+                })?;
+            ctx.tr_set_auth(hierarchy, auth).during("Esys_TR_SetAuth")?;
+        }
+        flush_leftovers(&mut ctx)?;
+        let (ek, ek_origin) =
+            primaries::ensure(&mut ctx, aziot_tpm_common::EK_HANDLE, Hierarchy::Endorsement, primaries::ek_template)?;
+        let (srk, srk_origin) =
+            primaries::ensure(&mut ctx, aziot_tpm_common::SRK_HANDLE, Hierarchy::Owner, primaries::srk_template)?;
+        log::info!(
+            "TPM open on {tcti}: EK at {:#010x} ({}), SRK at {:#010x} ({})",
+            aziot_tpm_common::EK_HANDLE,
+            origin(ek_origin),
+            aziot_tpm_common::SRK_HANDLE,
+            origin(srk_origin)
+        );
+        let store = AuthKeyStore::open(&settings.state_dir)?;
+        let mut device = Self {
+            ctx,
+            settings: TpmSettings { tcti, ..settings },
+            ek,
+            srk,
+            auth_key: None,
+            store,
+            sequence: None,
+        };
+        device.recover_auth_key()?;
+        device.auth_key = device.find_auth_key()?;
+        match device.auth_key {
+            Some(_) => log::info!("DPS auth key present at {:#010x}", device.settings.auth_key_handle()),
+            None => log::info!("no DPS auth key at {:#010x} yet", device.settings.auth_key_handle()),
+        }
+        Ok(device)
+    }
+
+    /// Reads the EK and SRK public areas from the TPM now (not from a cache).
+    pub fn tpm_keys(&mut self) -> Result<TpmKeys, TpmError> {
+        Ok(TpmKeys {
+            endorsement_key: self.read_tpm2b_public(self.ek)?,
+            storage_root_key: self.read_tpm2b_public(self.srk)?,
+        })
+    }
+
+    pub(super) fn read_public(&mut self, key: KeyHandle) -> Result<Public, TpmError> {
+        Ok(self.ctx.read_public(key).during("TPM2_ReadPublic")?.0)
+    }
+
+    fn read_tpm2b_public(&mut self, key: KeyHandle) -> Result<Vec<u8>, TpmError> {
+        let public = self.read_public(key)?;
+        let body = public
+            .marshall()
+            .map_err(|e| TpmError::Unexpected(format!("cannot marshal a public area: {e}")))?;
+        let mut out = Vec::with_capacity(body.len() + 2);
+        out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// The ESYS handle of the persistent auth key, if the TPM has one.
+    pub(super) fn find_auth_key(&mut self) -> Result<Option<ObjectHandle>, TpmError> {
+        let handle = self.settings.auth_key_handle();
+        if !super::persistent_exists(&mut self.ctx, handle)? {
+            return Ok(None);
+        }
+        let object = self
+            .ctx
+            .tr_from_tpm_public(TpmHandle::Persistent(primaries::persistent(handle)?))
+            .during("TPM2_ReadPublic (TR_FromTPMPublic)")?;
+        Ok(Some(object))
+    }
+
+    /// The raw context for sequence commands, opened on first use.
+    pub(super) fn sequence(&mut self) -> Result<&mut SequenceContext, TpmError> {
+        if self.sequence.is_none() {
+            self.sequence = Some(SequenceContext::open(&self.settings.tcti)?);
+        }
+        self.sequence
+            .as_mut()
+            .ok_or_else(|| TpmError::Unexpected("sequence context missing".into()))
+    }
+
+    /// A cheap round trip that tells whether the TPM still answers on this context.
+    pub fn is_alive(&mut self) -> bool {
+        self.ctx.get_capability(CapabilityType::Handles, aziot_tpm_common::EK_HANDLE, 1).is_ok()
+    }
+}
+
+fn origin(o: Origin) -> &'static str {
+    match o {
+        Origin::Existing => "existing",
+        Origin::Created => "created",
+    }
+}
+
+/// Turns a failure to open the TCTI into a sentence that names the likely cause and the fix.
+fn open_hint(tcti: &str, e: &tss_esapi::Error) -> String {
+    let base = super::error::describe(e);
+    if let Some(path) = tcti.strip_prefix("device:") {
+        let p = std::path::Path::new(path);
+        if !p.exists() {
+            return format!("{base}; {path} does not exist: this machine has no TPM, or its kernel has no TPM resource manager (tpmrm)");
+        }
+        let c = std::ffi::CString::new(path).unwrap_or_default();
+        // SAFETY: access(2) on a valid C string.
+        if unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
+            return format!("{base}; permission denied on {path}: run the daemon as a member of the group that owns it (usually `tss`: usermod -aG tss <service user>)");
+        }
+    } else if tcti.starts_with("swtpm") || tcti.starts_with("mssim") {
+        return format!("{base}; is the TPM simulator running and listening at that address?");
+    } else if tcti.starts_with("tabrmd") {
+        return format!("{base}; is tpm2-abrmd running?");
+    }
+    base
+}
+
+/// Flushes transient objects and loaded sessions left on the TPM by a process that died (a TPM
+/// without a resource manager keeps them, and has only about three slots).
+fn flush_leftovers(ctx: &mut Context) -> Result<(), TpmError> {
+    const TRANSIENT_FIRST: u32 = 0x8000_0000;
+    const HMAC_SESSION_FIRST: u32 = 0x0200_0000;
+    const POLICY_SESSION_FIRST: u32 = 0x0300_0000;
+    let mut flushed = 0;
+    for first in [TRANSIENT_FIRST, HMAC_SESSION_FIRST, POLICY_SESSION_FIRST] {
+        let (data, _) = ctx
+            .get_capability(CapabilityType::Handles, first, 64)
+            .during("TPM2_GetCapability(handles)")?;
+        let CapabilityData::Handles(list) = data else { continue };
+        for handle in list.iter() {
+            let raw = u32::from(*handle);
+            if raw >> 24 != first >> 24 {
+                continue;
+            }
+            let flushed_one = TpmHandle::try_from(raw)
+                .and_then(|h| ctx.tr_from_tpm_public(h))
+                .and_then(|object| ctx.flush_context(object));
+            match flushed_one {
+                Ok(()) => flushed += 1,
+                Err(e) => log::warn!("could not flush leftover handle {raw:#010x}: {}", super::error::describe(&e)),
+            }
+        }
+    }
+    if flushed > 0 {
+        log::info!("flushed {flushed} transient object(s)/session(s) left on the TPM");
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Parses the DPS `authenticationKey` blob: five TPM2B fields, each a big-endian u16 size and
+//! that many bytes. Every check happens here, before the TPM is touched, so a malformed blob is a
+//! 400 that names the bad field and never disturbs the key already in the TPM.
+
+use tss_esapi::structures::{
+    EncryptedSecret, IdObject, KeyedHashScheme, Private, Public, PublicKeyedHashParameters,
+};
+use tss_esapi::traits::UnMarshall;
+
+use super::error::TpmError;
+
+/// The fields of a DPS `authenticationKey`, in wire order.
+pub struct DpsBlob {
+    /// TPM2B_ID_OBJECT: the credential (inner wrapper key) encrypted to the EK.
+    pub credential_blob: IdObject,
+    /// TPM2B_ENCRYPTED_SECRET: seed of the credential, RSA-OAEP to the EK.
+    pub credential_secret: EncryptedSecret,
+    /// TPM2B_PRIVATE: the HMAC key duplicated to the SRK.
+    pub duplicate: Private,
+    /// TPM2B_ENCRYPTED_SECRET: seed of the duplication, RSA-OAEP to the SRK.
+    pub in_sym_seed: EncryptedSecret,
+    /// TPM2B_PUBLIC: public area of the HMAC key.
+    pub public: Public,
+}
+
+const FIELDS: [&str; 5] = [
+    "1 (TPM2B_ID_OBJECT credentialBlob)",
+    "2 (TPM2B_ENCRYPTED_SECRET secret)",
+    "3 (TPM2B_PRIVATE duplicate)",
+    "4 (TPM2B_ENCRYPTED_SECRET inSymSeed)",
+    "5 (TPM2B_PUBLIC objectPublic)",
+];
+
+impl DpsBlob {
+    pub fn parse(blob: &[u8]) -> Result<Self, TpmError> {
+        let mut rest = blob;
+        let mut fields: Vec<Vec<u8>> = Vec::with_capacity(5);
+        for name in FIELDS {
+            let (field, tail) = take_tpm2b(rest, name)?;
+            fields.push(field.to_vec());
+            rest = tail;
+        }
+        // Trailing bytes (DPS appends a u16-prefixed, usually empty, URI blob) are ignored, as
+        // upstream and the device SDKs do.
+        let mut it = fields.into_iter();
+        let mut next = || it.next().unwrap_or_default();
+        let credential_blob = IdObject::try_from(next()).map_err(|e| invalid(FIELDS[0], e))?;
+        let credential_secret =
+            EncryptedSecret::try_from(next()).map_err(|e| invalid(FIELDS[1], e))?;
+        let duplicate = Private::try_from(next()).map_err(|e| invalid(FIELDS[2], e))?;
+        let in_sym_seed = EncryptedSecret::try_from(next()).map_err(|e| invalid(FIELDS[3], e))?;
+        let public_bytes = next();
+        let public = Public::unmarshall(&public_bytes).map_err(|e| invalid(FIELDS[4], e))?;
+        match &public {
+            Public::KeyedHash { parameters, .. }
+                if *parameters == PublicKeyedHashParameters::new(KeyedHashScheme::HMAC_SHA_256) => {}
+            _ => {
+                return Err(TpmError::InvalidBlob(format!(
+                    "field {} is not a keyedHash HMAC-SHA256 key, which is what DPS sends",
+                    FIELDS[4]
+                )))
+            }
+        }
+        Ok(Self { credential_blob, credential_secret, duplicate, in_sym_seed, public })
+    }
+}
+
+fn take_tpm2b<'a>(input: &'a [u8], name: &str) -> Result<(&'a [u8], &'a [u8]), TpmError> {
+    if input.len() < 2 {
+        return Err(TpmError::InvalidBlob(format!(
+            "field {name} is missing: the blob ends before its 2-byte size"
+        )));
+    }
+    let size = usize::from(u16::from_be_bytes([input[0], input[1]]));
+    let body = &input[2..];
+    if size == 0 {
+        return Err(TpmError::InvalidBlob(format!("field {name} is empty")));
+    }
+    if body.len() < size {
+        return Err(TpmError::InvalidBlob(format!(
+            "field {name} is truncated: it declares {size} bytes but only {} remain",
+            body.len()
+        )));
+    }
+    Ok(body.split_at(size))
+}
+
+fn invalid(name: &str, e: tss_esapi::Error) -> TpmError {
+    TpmError::InvalidBlob(format!("field {name} is not valid: {}", super::error::describe(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tpm2b(bytes: &[u8]) -> Vec<u8> {
+        let mut v = (bytes.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    fn message(blob: &[u8]) -> String {
+        match DpsBlob::parse(blob) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("blob parsed"),
+        }
+    }
+
+    #[test]
+    fn empty_blob_names_the_first_field() {
+        assert!(message(&[]).contains("field 1 (TPM2B_ID_OBJECT"), "{}", message(&[]));
+    }
+
+    #[test]
+    fn truncated_field_says_how_much_is_missing() {
+        let mut blob = tpm2b(&[1; 10]);
+        blob.extend_from_slice(&[0x01, 0x02, 0xAA]);
+        let m = message(&blob);
+        assert!(m.contains("field 2 (TPM2B_ENCRYPTED_SECRET"), "{m}");
+        assert!(m.contains("declares 258 bytes but only 1 remain"), "{m}");
+    }
+
+    #[test]
+    fn garbage_public_is_reported_as_field_5() {
+        let mut blob = Vec::new();
+        for len in [10, 20, 30, 20] {
+            blob.extend(tpm2b(&vec![7; len]));
+        }
+        blob.extend(tpm2b(&[0xFF; 12]));
+        let m = message(&blob);
+        assert!(m.contains("field 5 (TPM2B_PUBLIC"), "{m}");
+    }
+}

@@ -1,0 +1,125 @@
+//! The TPM owner: one thread holds the [`Device`] and runs requests one at a time, in arrival
+//! order. Callers hold a [`TpmHandle`] and await replies; no lock is ever taken around the TPM.
+//! If the TPM stops answering (simulator restarted, device reset), the owner reopens it and
+//! retries the request once, so the daemon survives without a restart.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::device::{Device, TpmKeys};
+use super::error::TpmError;
+use super::TpmSettings;
+
+/// How many requests may wait for the TPM before callers get `TpmError::Busy` (HTTP 503).
+const QUEUE_DEPTH: usize = 4096;
+
+type Job = Box<dyn FnOnce(&mut Owner) + Send>;
+
+/// A cheap, cloneable way to reach the TPM owner.
+#[derive(Clone)]
+pub struct TpmHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+struct Owner {
+    settings: TpmSettings,
+    device: Option<Device>,
+}
+
+impl TpmHandle {
+    /// Opens the TPM (EK/SRK ensured, leftovers flushed, interrupted swaps finished) on a new
+    /// owner thread. Fails if the TPM cannot be opened, so a daemon reports that at start.
+    pub fn start(settings: TpmSettings) -> Result<Self, TpmError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("tpm-owner".into())
+            .spawn(move || {
+                let device = match Device::open(settings.clone()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let mut owner = Owner { settings, device: Some(device) };
+                while let Some(job) = rx.blocking_recv() {
+                    job(&mut owner);
+                }
+                // All handles dropped: the daemon is shutting down. Dropping the device flushes
+                // what the context loaded.
+                drop(owner);
+                log::debug!("TPM owner thread stopped");
+            })
+            .map_err(|e| TpmError::Unexpected(format!("cannot start the TPM owner thread: {e}")))?;
+        ready_rx.recv().map_err(|_| TpmError::OwnerGone)??;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `op` on the owner thread and returns its result.
+    async fn call<T, F>(&self, op: F) -> Result<T, TpmError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Device) -> Result<T, TpmError> + Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        let mut op = op;
+        let job: Job = Box::new(move |owner: &mut Owner| {
+            let _ = reply.send(owner.run(&mut op));
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => TpmError::Busy,
+            mpsc::error::TrySendError::Closed(_) => TpmError::OwnerGone,
+        })?;
+        result.await.map_err(|_| TpmError::OwnerGone)?
+    }
+
+    pub async fn get_tpm_keys(&self) -> Result<TpmKeys, TpmError> {
+        self.call(|d| d.tpm_keys()).await
+    }
+
+    pub async fn import_auth_key(&self, blob: Vec<u8>) -> Result<(), TpmError> {
+        self.call(move |d| d.import_auth_key(&blob)).await
+    }
+
+    pub async fn restore_auth_key(&self) -> Result<(), TpmError> {
+        self.call(|d| d.restore_auth_key()).await
+    }
+
+    pub async fn sign_with_auth_key(&self, data: Vec<u8>) -> Result<Vec<u8>, TpmError> {
+        self.call(move |d| d.sign_with_auth_key(&data)).await
+    }
+}
+
+impl Owner {
+    fn run<T>(
+        &mut self,
+        op: &mut dyn FnMut(&mut Device) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
+        let device = self.device()?;
+        let result = op(device);
+        let retry = match &result {
+            // Errors about the caller's input or our state say nothing about the connection.
+            Ok(_) | Err(TpmError::InvalidBlob(_) | TpmError::NoAuthKey { .. } | TpmError::NoPreviousAuthKey) => false,
+            Err(_) => !device.is_alive(),
+        };
+        if !retry {
+            return result;
+        }
+        log::warn!("the TPM stopped answering ({}); reopening it", result.as_ref().err().map(ToString::to_string).unwrap_or_default());
+        self.device = None;
+        let device = self.device()?;
+        op(device)
+    }
+
+    /// The open device, reopening it if the last one was lost.
+    fn device(&mut self) -> Result<&mut Device, TpmError> {
+        if self.device.is_none() {
+            self.device = Some(Device::open(self.settings.clone())?);
+            log::info!("TPM reopened");
+        }
+        self.device
+            .as_mut()
+            .ok_or_else(|| TpmError::Unexpected("device missing after open".into()))
+    }
+}
