@@ -17,6 +17,22 @@ mod tests {
         assert!(id.chars().all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)));
     }
 
+    /// A real TPM's EK and the registration ID the C device SDK derived from it, as published in
+    /// Azure/azure-iot-sdk-c issue 2286.
+    #[test]
+    fn registration_id_matches_the_device_sdk_for_a_published_ek() {
+        let ek = crate::from_b64(concat!(
+            "AToAAQALAAMAsgAgg3GXZ0SEs/gakMyNRqXXJP1S124GUgtk8qHaGzMUaaoABgCAAEMAEAgAAAAAAAEAtKEADl/s",
+            "NRgmYAjP6gXmbccRaJoTnVixisUaek0OwAzFGN70xt9ZOYp6fhIwfcft3fdVKOrKpXYcTe72CGNkGJGlQz5ti9n2",
+            "pQ0uJhcX8aefh4Onm7lVlUCQAVp1K0r6zI8vkEXWsBIvwvxk0eMJbFaq146kbTkJHIGczb89RkFH2TX+CgXeZOG9",
+            "oXQzUNwktmTUacspamune5Wywc/ce8HsDFYchyUHogFhrZ/LPnzyTDXO8sSC5z5dvsUBtUME3iRYDyKgZOfBtmRM",
+            "qQewD+4iH+ZEJjtsyJiWR8hFhyKROnOuqXfNFwjd5IcNU4wtlKO0cLyXmTOfQK6Da1pr5Q==",
+        ))
+        .unwrap();
+        assert_eq!(ek.len(), 316);
+        assert_eq!(registration_id(&ek), "y5wivfciikcievvnsbpkhzcahwm4chuzx6v4hnqnlqfs3fjf6rxa");
+    }
+
     #[test]
     fn registration_id_of_empty_input_is_base32_of_sha256_of_nothing() {
         // SHA-256("") = e3b0c442..., whose base32 (RFC 4648) starts with "4oymiquy".
