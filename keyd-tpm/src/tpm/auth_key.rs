@@ -30,6 +30,7 @@ impl Device {
     /// auth key is still in place and usable.
     pub fn import_auth_key(&mut self, blob: &[u8]) -> Result<(), TpmError> {
         let blob = DpsBlob::parse(blob)?;
+        self.make_room()?;
         let inner_key = self.activate_credential(&blob)?;
         let private = self
             .ctx
@@ -53,6 +54,7 @@ impl Device {
     /// Puts the previously imported auth key back (and keeps the current one as previous).
     pub fn restore_auth_key(&mut self) -> Result<(), TpmError> {
         let previous = self.store.read(Slot::Previous)?.ok_or(TpmError::NoPreviousAuthKey)?;
+        self.make_room()?;
         self.install(previous)?;
         log::info!("restored the previous DPS auth key at {:#010x}", self.settings.auth_key_handle());
         Ok(())
@@ -83,6 +85,7 @@ impl Device {
             Ok(digest.value().to_vec())
         } else {
             let handle = self.settings.auth_key_handle();
+            self.make_room()?;
             self.sequence()?.hmac_persistent(handle, data)
         }
     }

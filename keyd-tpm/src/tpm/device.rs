@@ -11,6 +11,7 @@ use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
 
+use super::cache::LoadedObjects;
 use super::error::{Context as _, TpmError};
 use super::primaries::{self, Origin};
 use super::sequence::SequenceContext;
@@ -32,6 +33,7 @@ pub struct Device {
     /// ESYS handle of the persistent auth key, if one is there.
     pub(super) auth_key: Option<ObjectHandle>,
     pub(super) store: AuthKeyStore,
+    pub(super) loaded: LoadedObjects,
     sequence: Option<SequenceContext>,
 }
 
@@ -86,6 +88,7 @@ impl Device {
             srk,
             auth_key: None,
             store,
+            loaded: LoadedObjects::default(),
             sequence: None,
         };
         device.recover_auth_key()?;

@@ -100,6 +100,10 @@ pub enum TpmError {
     #[error("auth key store {path}: {source}")]
     Store { path: PathBuf, #[source] source: std::io::Error },
 
+    /// A key object cannot do what was asked (wrong kind, bad input size), or does not parse.
+    #[error("{0}")]
+    InvalidKey(String),
+
     #[error("the TPM request queue is full; retry later")]
     Busy,
 

@@ -2,9 +2,12 @@
 //! the daemon holds a cloneable [`TpmHandle`] and sends it requests. Nothing else opens the TPM.
 
 mod auth_key;
+mod cache;
 mod device;
 mod dps_blob;
 mod error;
+mod key_objects;
+mod keys;
 mod owner;
 mod primaries;
 mod sequence;
@@ -20,6 +23,7 @@ use zeroize::Zeroizing;
 
 pub use device::TpmKeys;
 pub use error::{decode_rc, CommandError, TpmError};
+pub use keys::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, Secret};
 pub use owner::TpmHandle;
 
 /// What the owner needs to open and use the TPM. Hierarchy passwords are zeroized on drop and

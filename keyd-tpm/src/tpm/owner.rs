@@ -5,7 +5,10 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use std::sync::Arc;
+
 use super::device::{Device, TpmKeys};
+use super::keys::{KeyObject, KeyPairAlgorithm, Secret};
 use super::error::TpmError;
 use super::TpmSettings;
 
@@ -91,6 +94,51 @@ impl TpmHandle {
     }
 }
 
+/// Keys Service operations: every key is a TPM object under the SRK (see `keys`).
+impl TpmHandle {
+    /// A new HMAC-SHA256 key: generated inside the TPM (`None`) or made from the given bytes.
+    pub async fn create_hmac_key(&self, bytes: Option<Secret>) -> Result<KeyObject, TpmError> {
+        self.call(move |d| d.create_hmac_key(bytes.as_deref().map(|b| &b[..]))).await
+    }
+
+    /// A new sealed AES-256 key for AEAD: 32 bytes from the TPM's RNG (`None`) or the given bytes.
+    pub async fn create_sealed_key(&self, bytes: Option<Secret>) -> Result<KeyObject, TpmError> {
+        self.call(move |d| d.create_sealed_key(bytes.as_deref().map(|b| &b[..]))).await
+    }
+
+    /// A new key pair generated inside the TPM.
+    pub async fn create_key_pair(&self, algorithm: KeyPairAlgorithm) -> Result<KeyObject, TpmError> {
+        self.call(move |d| d.create_key_pair(algorithm)).await
+    }
+
+    /// Takes an existing private key (PKCS#8 DER, EC P-256 or RSA-2048; e.g. a key upstream's
+    /// file backend left on disk) into the TPM.
+    pub async fn import_key_pair(&self, pkcs8_der: Secret) -> Result<KeyObject, TpmError> {
+        self.call(move |d| d.import_key_pair(&pkcs8_der)).await
+    }
+
+    /// HMAC-SHA256 with an `Hmac` object, any data length.
+    pub async fn hmac(&self, key: Arc<KeyObject>, data: Vec<u8>) -> Result<Vec<u8>, TpmError> {
+        self.call(move |d| d.key_hmac(&key, &data)).await
+    }
+
+    /// The AES key of a `Sealed` object; zeroized when dropped.
+    pub async fn unseal(&self, key: Arc<KeyObject>) -> Result<Secret, TpmError> {
+        self.call(move |d| d.unseal(&key)).await
+    }
+
+    /// ECDSA over the caller's digest with an `EcP256` object; DER ECDSA-Sig-Value.
+    pub async fn ecdsa_sign(&self, key: Arc<KeyObject>, digest: Vec<u8>) -> Result<Vec<u8>, TpmError> {
+        self.call(move |d| d.ecdsa_sign(&key, &digest)).await
+    }
+
+    /// The raw RSA private operation (block^d mod n) with an `Rsa2048` object; the block must be
+    /// exactly the modulus length (callers pad).
+    pub async fn rsa_private(&self, key: Arc<KeyObject>, block: Vec<u8>) -> Result<Vec<u8>, TpmError> {
+        self.call(move |d| d.rsa_private(&key, &block)).await
+    }
+}
+
 impl Owner {
     fn run<T>(
         &mut self,
@@ -100,7 +148,7 @@ impl Owner {
         let result = op(device);
         let retry = match &result {
             // Errors about the caller's input or our state say nothing about the connection.
-            Ok(_) | Err(TpmError::InvalidBlob(_) | TpmError::NoAuthKey { .. } | TpmError::NoPreviousAuthKey) => false,
+            Ok(_) | Err(TpmError::InvalidBlob(_) | TpmError::NoAuthKey { .. } | TpmError::NoPreviousAuthKey | TpmError::InvalidKey(_)) => false,
             Err(_) => !device.is_alive(),
         };
         if !retry {

@@ -8,11 +8,14 @@
 use std::ffi::CString;
 use std::ptr::null_mut;
 
-use tss_esapi::constants::tss::{TPM2_ALG_SHA256, TPM2_RH_NULL};
+use tss_esapi::constants::tss::TPM2_ALG_SHA256;
+use tss_esapi::structures::{Private, Public};
+use tss_esapi::traits::UnMarshall;
 use tss_esapi::tss2_esys::{
-    Esys_Finalize, Esys_FlushContext, Esys_Free, Esys_HMAC_Start, Esys_Initialize,
+    Esys_Finalize, Esys_FlushContext, Esys_Free, Esys_HMAC_Start, Esys_Initialize, Esys_Load,
+    TPM2B_PRIVATE, TPM2B_PUBLIC,
     Esys_SequenceComplete, Esys_SequenceUpdate, Esys_TR_Close, Esys_TR_FromTPMPublic, ESYS_CONTEXT,
-    ESYS_TR, ESYS_TR_NONE, ESYS_TR_PASSWORD, TPM2B_AUTH, TPM2_MAX_DIGEST_BUFFER, TPM2B_DIGEST, TPM2B_MAX_BUFFER, TPMT_TK_HASHCHECK, TSS2_RC,
+    ESYS_TR, ESYS_TR_NONE, ESYS_TR_PASSWORD, ESYS_TR_RH_NULL, TPM2B_AUTH, TPM2_MAX_DIGEST_BUFFER, TPM2B_DIGEST, TPM2B_MAX_BUFFER, TPMT_TK_HASHCHECK, TSS2_RC,
     TSS2_TCTI_CONTEXT, Tss2_TctiLdr_Finalize, Tss2_TctiLdr_Initialize,
 };
 
@@ -73,6 +76,34 @@ impl SequenceContext {
         result
     }
 
+    /// HMAC-SHA256 of `data` with a key object given as its SRK-wrapped blob: loaded under the
+    /// SRK (persistent handle `srk`) on this connection, used, and flushed.
+    pub fn hmac_object(&mut self, srk: u32, public: &[u8], private: &[u8], data: &[u8]) -> Result<Vec<u8>, TpmError> {
+        let bad = |what: &str| TpmError::InvalidKey(format!("stored {what} area does not parse"));
+        let public = Public::unmarshall(public).map_err(|_| bad("public"))?;
+        let public = TPM2B_PUBLIC::try_from(public).map_err(|_| bad("public"))?;
+        let private = TPM2B_PRIVATE::from(Private::try_from(private.to_vec()).map_err(|_| bad("private"))?);
+        let mut parent: ESYS_TR = ESYS_TR_NONE;
+        // SAFETY: live context; parent is an out-pointer.
+        check("TPM2_ReadPublic (TR_FromTPMPublic)", unsafe {
+            Esys_TR_FromTPMPublic(self.esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &mut parent)
+        })?;
+        let mut object: ESYS_TR = ESYS_TR_NONE;
+        // SAFETY: live context, valid parent handle, initialized in-structures.
+        let loaded = check("TPM2_Load", unsafe {
+            Esys_Load(self.esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &private, &public, &mut object)
+        });
+        let result = loaded.and_then(|()| {
+            let r = self.hmac_with(object, data);
+            // SAFETY: object was loaded above on this context.
+            unsafe { Esys_FlushContext(self.esys, object) };
+            r
+        });
+        // SAFETY: parent is a valid ESYS_TR of this context.
+        unsafe { Esys_TR_Close(self.esys, &mut parent) };
+        result
+    }
+
     fn hmac_with(&mut self, key: ESYS_TR, data: &[u8]) -> Result<Vec<u8>, TpmError> {
         let auth = TPM2B_AUTH::default();
         let mut sequence: ESYS_TR = ESYS_TR_NONE;
@@ -109,7 +140,7 @@ impl SequenceContext {
         check("TPM2_SequenceComplete", unsafe {
             Esys_SequenceComplete(
                 self.esys, sequence, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &buffer,
-                TPM2_RH_NULL, &mut digest, &mut ticket,
+                ESYS_TR_RH_NULL, &mut digest, &mut ticket,
             )
         })?;
         // SAFETY: on success ESYS set both pointers to allocations we now own.
