@@ -192,17 +192,23 @@ fn auth_key_index_from_config_picks_the_persistent_handle() {
     assert!(handles.contains("0x81000200") && !handles.contains("0x81000100"), "{handles}");
 }
 
-#[test]
-fn a_swap_interrupted_after_the_old_key_was_evicted_installs_the_new_key_at_start() {
-    let tpm = Swtpm::start();
-    let mut daemon = Daemon::start(&tpm);
+/// A daemon that imported A then B and was killed while swapping A back in: A sits in the
+/// store as the proven "next" key, B still at the persistent handle.
+fn crashed_while_swapping_a_back(tpm: &Swtpm) -> (Daemon, std::path::PathBuf) {
+    let mut daemon = Daemon::start(tpm);
     assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200);
     assert_eq!(daemon.import(&blob_for(&daemon, &KEY_B)).status, 200);
     daemon.kill();
-    // Recreate the state of a crash between evicting B and persisting A: A is the proven
-    // "next" key and the handle is empty.
     let home = daemon.homedir();
     std::fs::copy(home.join("auth-key.previous"), home.join("auth-key.next")).unwrap();
+    (daemon, home)
+}
+
+#[test]
+fn a_swap_interrupted_after_the_old_key_was_evicted_installs_the_new_key_at_start() {
+    let tpm = Swtpm::start();
+    let (mut daemon, home) = crashed_while_swapping_a_back(&tpm);
+    // The crash came after B was evicted: the handle is empty.
     tpm.tpm2_ok("tpm2_evictcontrol", &["-C", "o", "-c", "0x81000100"], daemon.dir.path());
     daemon.spawn().unwrap();
     assert_eq!(daemon.sign_ok(b"m"), hmac_sha256(&KEY_A, b"m"));
@@ -212,12 +218,7 @@ fn a_swap_interrupted_after_the_old_key_was_evicted_installs_the_new_key_at_star
 #[test]
 fn a_swap_interrupted_before_the_old_key_was_evicted_keeps_the_old_key() {
     let tpm = Swtpm::start();
-    let mut daemon = Daemon::start(&tpm);
-    assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200);
-    assert_eq!(daemon.import(&blob_for(&daemon, &KEY_B)).status, 200);
-    daemon.kill();
-    let home = daemon.homedir();
-    std::fs::copy(home.join("auth-key.previous"), home.join("auth-key.next")).unwrap();
+    let (mut daemon, home) = crashed_while_swapping_a_back(&tpm);
     daemon.spawn().unwrap();
     assert_eq!(daemon.sign_ok(b"m"), hmac_sha256(&KEY_B, b"m"));
     assert!(!home.join("auth-key.next").exists());
