@@ -12,7 +12,8 @@ impl From<TpmError> for HttpError {
             TpmError::InvalidBlob(_)
             | TpmError::BlobRejected(_)
             | TpmError::NoAuthKey { .. }
-            | TpmError::NoPreviousAuthKey => StatusCode::BAD_REQUEST,
+            | TpmError::NoPreviousAuthKey
+            | TpmError::InvalidKey(_) => StatusCode::BAD_REQUEST,
             TpmError::Busy | TpmError::OwnerGone | TpmError::Open { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

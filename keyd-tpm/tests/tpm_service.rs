@@ -281,3 +281,19 @@ fn hierarchy_passwords_from_config_are_used_and_a_wrong_one_is_named() {
     assert_eq!(daemon.sign_ok(b"m"), hmac_sha256(&KEY_A, b"m"));
     assert!(!daemon.log().contains("owner-secret"));
 }
+
+#[test]
+fn tpm_info_reports_the_tpm_and_whether_the_auth_key_is_there() {
+    let tpm = Swtpm::start();
+    let daemon = Daemon::start(&tpm);
+    let r = daemon.get("/tpm_info");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let info = r.json();
+    assert_eq!(info["manufacturer"], "IBM", "{info}");
+    let handles = info["persistent_handles"].as_array().unwrap();
+    assert!(handles.contains(&"0x81010001".into()) && handles.contains(&"0x81000001".into()), "{info}");
+    assert_eq!(info["auth_key_present"], false);
+    assert_eq!(info["auth_key_handle"], "0x81000100");
+    assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200);
+    assert_eq!(daemon.get("/tpm_info").json()["auth_key_present"], true);
+}

@@ -6,6 +6,7 @@ mod cache;
 mod device;
 mod dps_blob;
 mod error;
+mod info;
 mod key_objects;
 mod keys;
 mod owner;
@@ -22,6 +23,7 @@ use tss_esapi::Context;
 use zeroize::Zeroizing;
 
 pub use device::TpmKeys;
+pub use info::TpmInfo;
 pub use error::{decode_rc, CommandError, TpmError};
 pub use keys::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, Secret};
 pub use owner::TpmHandle;

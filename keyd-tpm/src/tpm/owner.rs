@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use std::sync::Arc;
 
 use super::device::{Device, TpmKeys};
+use super::info::TpmInfo;
 use super::keys::{KeyObject, KeyPairAlgorithm, Secret};
 use super::error::TpmError;
 use super::TpmSettings;
@@ -79,6 +80,11 @@ impl TpmHandle {
 
     pub async fn get_tpm_keys(&self) -> Result<TpmKeys, TpmError> {
         self.call(|d| d.tpm_keys()).await
+    }
+
+    /// Manufacturer, firmware, persistent handles, EK certificate, auth key presence.
+    pub async fn info(&self) -> Result<TpmInfo, TpmError> {
+        self.call(|d| d.info()).await
     }
 
     pub async fn import_auth_key(&self, blob: Vec<u8>) -> Result<(), TpmError> {

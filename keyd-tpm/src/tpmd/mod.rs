@@ -1,10 +1,11 @@
-//! The aziot TPM Service API (tpmd.sock), byte for byte as upstream aziot-tpmd, plus one
-//! extension upstream clients never call: `POST /restore_auth_key`. One file per route.
+//! The aziot TPM Service API (tpmd.sock), byte for byte as upstream aziot-tpmd, plus two
+//! extensions upstream clients never call: `POST /restore_auth_key` and `GET /tpm_info`. One file per route.
 
 mod get_tpm_keys;
 mod import_auth_key;
 mod restore_auth_key;
 mod sign_with_auth_key;
+mod tpm_info;
 
 use aziot_http::{HttpError, Method, Request, Response};
 
@@ -32,6 +33,10 @@ impl TpmService {
             },
             "/sign_with_auth_key" => match method {
                 Method::POST => sign_with_auth_key::handle(&self.tpm, &req).await,
+                _ => Err(HttpError::method_not_allowed()),
+            },
+            "/tpm_info" => match method {
+                Method::GET => tpm_info::handle(&self.tpm).await,
                 _ => Err(HttpError::method_not_allowed()),
             },
             "/restore_auth_key" => match method {
