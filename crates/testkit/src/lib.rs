@@ -30,3 +30,21 @@ pub fn free_port_pair() -> u16 {
     }
     panic!("no pair of consecutive free loopback ports found")
 }
+
+/// Path of a binary built by this workspace (another package's `[[bin]]`), next to the running
+/// test executable (`target/<profile>/deps/..`). `scripts/test.sh` builds the whole workspace
+/// before it runs the tests; a missing binary panics with that hint.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable is not in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
