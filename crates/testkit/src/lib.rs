@@ -20,15 +20,45 @@ pub fn free_port() -> u16 {
 }
 
 /// Two consecutive free TCP ports (P, P+1) on 127.0.0.1; swtpm's control port must be P+1.
+///
+/// Drawn at random from below the kernel's ephemeral range: the swtpm TCTI opens a connection
+/// per command, so a busy test run uses thousands of ephemeral ports, and a simulator listening
+/// on one of them could not be restarted on the same port while a client socket holds it.
 pub fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-        let port = first.local_addr().expect("local_addr").port();
-        if port < u16::MAX && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 1)).is_ok() {
+    let (low, high) = (10_000u32, ephemeral_range_start().saturating_sub(2).max(10_002));
+    let mut seed = random_seed();
+    for _ in 0..500 {
+        // xorshift64: enough to spread parallel tests over the range.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = (low + (seed % u64::from(high - low)) as u32) as u16;
+        let first = TcpListener::bind((Ipv4Addr::LOCALHOST, port));
+        if first.is_ok() && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 1)).is_ok() {
             return port;
         }
     }
-    panic!("no pair of consecutive free loopback ports found")
+    panic!("no pair of consecutive free loopback ports found below {high}")
+}
+
+/// First port of the kernel's ephemeral range (Linux default 32768).
+fn ephemeral_range_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// Differs between processes and calls: the clock, the pid and a per-process counter.
+fn random_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let calls = CALLS.fetch_add(1, Ordering::Relaxed);
+    (nanos ^ (u64::from(std::process::id()) << 32) ^ calls.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
 }
 
 /// Path of a binary built by this workspace (another package's `[[bin]]`), next to the running
