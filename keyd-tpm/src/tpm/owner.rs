@@ -5,7 +5,8 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use super::device::{Device, TpmKeys};
 use super::info::TpmInfo;
@@ -22,11 +23,15 @@ type Job = Box<dyn FnOnce(&mut Owner) + Send>;
 #[derive(Clone)]
 pub struct TpmHandle {
     jobs: mpsc::Sender<Job>,
+    /// The owner thread, taken by the first [`TpmHandle::shutdown`].
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 struct Owner {
     settings: TpmSettings,
     device: Option<Device>,
+    /// Set by the shutdown job: the thread stops after it.
+    stopping: bool,
 }
 
 impl TpmHandle {
@@ -35,7 +40,7 @@ impl TpmHandle {
     pub fn start(settings: TpmSettings) -> Result<Self, TpmError> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tpm-owner".into())
             .spawn(move || {
                 let device = match Device::open(settings.clone()) {
@@ -46,18 +51,39 @@ impl TpmHandle {
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                let mut owner = Owner { settings, device: Some(device) };
+                let mut owner = Owner { settings, device: Some(device), stopping: false };
                 while let Some(job) = rx.blocking_recv() {
                     job(&mut owner);
+                    if owner.stopping {
+                        break;
+                    }
                 }
-                // All handles dropped: the daemon is shutting down. Dropping the device flushes
-                // what the context loaded.
+                // Shut down (or every handle dropped). Requests still queued are dropped, so
+                // their callers get `OwnerGone`; dropping the device flushes what the context
+                // loaded, leaving the TPM's transient slots free for other users.
+                rx.close();
                 drop(owner);
                 log::debug!("TPM owner thread stopped");
             })
             .map_err(|e| TpmError::Unexpected(format!("cannot start the TPM owner thread: {e}")))?;
         ready_rx.recv().map_err(|_| TpmError::OwnerGone)??;
-        Ok(Self { jobs })
+        Ok(Self { jobs, thread: Arc::new(Mutex::new(Some(thread))) })
+    }
+
+    /// Stops the owner thread after the requests already queued and waits until it has flushed
+    /// what it loaded into the TPM, so a daemon exits with the TPM's transient slots free.
+    /// Blocking: call it outside the async runtime, after the servers have stopped. Later
+    /// requests through any clone of this handle fail with `OwnerGone`.
+    pub fn shutdown(self) {
+        let stop: Job = Box::new(|owner: &mut Owner| owner.stopping = true);
+        // A closed queue means the thread has already stopped; the join below returns at once.
+        let _ = self.jobs.blocking_send(stop);
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                log::error!("the TPM owner thread panicked while stopping");
+            }
+        }
     }
 
     /// Runs `op` on the owner thread and returns its result.
