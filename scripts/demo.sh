@@ -30,7 +30,7 @@ trap cleanup EXIT
 free_port_pair() {
   local p
   for _ in $(seq 1 100); do
-    p=$(( 20000 + RANDOM % 20000 ))
+    p=$(( 20000 + RANDOM % 12000 ))  # below the ephemeral range
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 1))") 2>/dev/null; then
       echo "$p"; return
     fi
@@ -58,7 +58,15 @@ homedir = "$work/tpmd"
 [endpoints]
 aziot_tpmd = "unix://$work/tpmd.sock"
 TOML
-AZIOT_TPMD_CONFIG="$work/tpmd.toml" AZIOT_TPMD_CONFIG_DIR="$work/config.d" AZIOT_LOG=info \
+cat > "$work/keyd.toml" <<TOML
+[aziot_keys]
+homedir_path = "$work/keyd"
+
+[endpoints]
+aziot_keyd = "unix://$work/keyd.sock"
+TOML
+AZIOT_TPMD_CONFIG="$work/tpmd.toml" AZIOT_TPMD_CONFIG_DIR="$work/config.d" \
+AZIOT_KEYD_CONFIG="$work/keyd.toml" AZIOT_KEYD_CONFIG_DIR="$work/config.d" AZIOT_LOG=info \
   "$bin/keyd-tpm" 2>"$work/keyd-tpm.log" &
 pids+=($!)
 for _ in $(seq 1 500); do [ -S "$work/tpmd.sock" ] && break; sleep 0.02; done

@@ -1,6 +1,11 @@
-//! keyd-tpm: runs in the foreground with no arguments, like upstream's daemons. Config from
-//! `/etc/aziot/tpmd/config.toml` + `config.d` (or `AZIOT_TPMD_CONFIG[_DIR]`), logs to stderr at
-//! the level in `AZIOT_LOG` (default info), exits 0 on SIGTERM/SIGINT after in-flight requests.
+//! keyd-tpm: runs in the foreground with no arguments, like upstream's daemons, and serves both
+//! the Keys Service (keyd.sock) and the TPM Service (tpmd.sock) on one TPM owner.
+//!
+//! Config: tpmd's from `/etc/aziot/tpmd/config.toml` + `config.d` (or `AZIOT_TPMD_CONFIG[_DIR]`),
+//! which alone sets the TPM (TCTI, hierarchy passwords); keyd's from `/etc/aziot/keyd/...` (or
+//! `AZIOT_KEYD_CONFIG[_DIR]`) for keys, principals and its socket. Logs go to stderr at the
+//! level in `AZIOT_LOG` (default info). SIGTERM/SIGINT stop both sockets, let in-flight requests
+//! finish, and exit 0.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,11 +13,15 @@ use std::time::Instant;
 
 use aziot_http::{listen, serve, Endpoint, ServerOptions, SystemdSockets};
 use keyd_tpm::config::TpmdConfig;
+use keyd_tpm::keyd::{KeyService, KeydConfig};
 use keyd_tpm::tpm::TpmHandle;
 use keyd_tpm::tpmd::TpmService;
+use tokio::sync::watch;
 
 /// systemd `FileDescriptorName=` of the TPM Service socket in our units.
 const TPMD_FD_NAME: &str = "aziot-tpmd.socket";
+/// systemd `FileDescriptorName=` of the Keys Service socket in our units.
+const KEYD_FD_NAME: &str = "aziot-keyd.socket";
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -35,8 +44,10 @@ fn init_logging() {
 }
 
 fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
-    let config: TpmdConfig = aziot_config::load("tpmd")?;
-    let tpm = TpmHandle::start(config.tpm_settings())?;
+    let tpmd_config: TpmdConfig = aziot_config::load("tpmd")?;
+    let keyd_config: KeydConfig = aziot_config::load("keyd")?;
+    let owner = TpmHandle::start(tpmd_config.tpm_settings())?;
+    let tpm = owner.clone();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -44,26 +55,61 @@ fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     runtime.block_on(async move {
         let mut systemd = SystemdSockets::from_env()?;
-        let endpoint: Endpoint = config.endpoints.aziot_tpmd.parse()?;
-        let listener = listen(&endpoint, &mut systemd, TPMD_FD_NAME)?;
+        // With several systemd sockets each is taken by its FileDescriptorName; a single passed
+        // socket goes to the first taker whatever its name (upstream's rule), here tpmd, as
+        // before the Keys Service existed. Units should pass both sockets, named.
+        let tpmd_endpoint: Endpoint = tpmd_config.endpoints.aziot_tpmd.parse()?;
+        let tpmd_listener = listen(&tpmd_endpoint, &mut systemd, TPMD_FD_NAME)?;
+        let keyd_endpoint: Endpoint = keyd_config.endpoints.aziot_keyd.parse()?;
+        let keyd_listener = listen(&keyd_endpoint, &mut systemd, KEYD_FD_NAME)?;
         log::info!(
-            "TPM Service API listening on {} (ready {} ms after start)",
-            config.endpoints.aziot_tpmd,
+            "TPM Service API on {}, Keys Service API on {} (ready {} ms after start)",
+            tpmd_config.endpoints.aziot_tpmd,
+            keyd_config.endpoints.aziot_keyd,
             started.elapsed().as_millis()
         );
-        let options = ServerOptions {
-            max_requests_per_uid: config.max_requests.max(1),
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop_tx.send_replace(true);
+        });
+        let options = |max_requests: usize| ServerOptions {
+            max_requests_per_uid: max_requests.max(1),
             ..ServerOptions::default()
         };
-        serve(listener, Arc::new(TpmService::new(tpm)), options, shutdown_signal()).await;
-        log::info!("keyd-tpm stopped");
-        Ok(())
-    })
+        let tpmd = serve(
+            tpmd_listener,
+            Arc::new(TpmService::new(tpm.clone())),
+            options(tpmd_config.max_requests),
+            stopped(stop_rx.clone()),
+        );
+        let keyd = serve(
+            keyd_listener,
+            Arc::new(KeyService::new(tpm, &keyd_config)),
+            options(keyd_config.max_requests),
+            stopped(stop_rx),
+        );
+        tokio::join!(tpmd, keyd);
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    // Wait for the TPM owner to flush what it loaded before the process exits.
+    owner.shutdown();
+    log::info!("keyd-tpm stopped");
+    Ok(())
+}
+
+/// Resolves when the shutdown signal has been received (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         log::error!("cannot install signal handlers; stop the daemon with SIGKILL");
         return std::future::pending().await;
     };

@@ -1,5 +1,5 @@
-//! A keyd-tpm daemon process for tests: its own config dir, state dir and socket in a temp dir,
-//! talking to the test's own swtpm; SIGKILLed on drop.
+//! A keyd-tpm daemon process for tests: its own config dirs (tpmd and keyd), state dirs and
+//! sockets in a temp dir, talking to the test's own swtpm; SIGKILLed on drop.
 
 #![allow(dead_code)]
 
@@ -12,11 +12,15 @@ use testkit::http::{self, Response};
 use testkit::{ChildGuard, Swtpm};
 
 pub const API: &str = "api-version=2020-09-01";
+/// What upstream's Keys Service clients send today.
+pub const KEYD_API: &str = "api-version=2021-05-01";
 
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub tcti: String,
     pub extra_config: String,
+    /// Extra TOML appended to the keyd config (principals, preloaded keys).
+    pub keyd_extra_config: String,
     child: Option<ChildGuard>,
 }
 
@@ -28,8 +32,15 @@ impl Daemon {
 
     /// Starts keyd-tpm with extra TOML appended to its tpmd config.
     pub fn start_with(tpm: &Swtpm, extra_config: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("keyd-tpm-").tempdir().expect("temp dir");
-        let mut daemon = Self { dir, tcti: tpm.tcti(), extra_config: extra_config.to_owned(), child: None };
+        let mut daemon = Self::start_with_result(tpm, extra_config);
+        daemon.spawn().expect("keyd-tpm did not start");
+        daemon
+    }
+
+    /// Starts keyd-tpm with extra TOML appended to its keyd config.
+    pub fn start_keyd(tpm: &Swtpm, keyd_extra_config: &str) -> Self {
+        let mut daemon = Self::start_with_result(tpm, "");
+        daemon.keyd_extra_config = keyd_extra_config.to_owned();
         daemon.spawn().expect("keyd-tpm did not start");
         daemon
     }
@@ -37,7 +48,7 @@ impl Daemon {
     /// A daemon that is configured but not started (call `spawn`).
     pub fn start_with_result(tpm: &Swtpm, extra_config: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("keyd-tpm-").tempdir().expect("temp dir");
-        Self { dir, tcti: tpm.tcti(), extra_config: extra_config.to_owned(), child: None }
+        Self { dir, tcti: tpm.tcti(), extra_config: extra_config.to_owned(), keyd_extra_config: String::new(), child: None }
     }
 
     pub fn tpmd_socket(&self) -> PathBuf {
@@ -46,6 +57,19 @@ impl Daemon {
 
     pub fn homedir(&self) -> PathBuf {
         self.dir.path().join("home")
+    }
+
+    pub fn keyd_socket(&self) -> PathBuf {
+        self.dir.path().join("run/keyd.sock")
+    }
+
+    /// The keyd homedir (`[aziot_keys] homedir_path`); keys live in its `keys/`.
+    pub fn keyd_homedir(&self) -> PathBuf {
+        self.dir.path().join("keyd-home")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keyd_homedir().join("keys")
     }
 
     fn write_config(&self) {
@@ -59,17 +83,29 @@ impl Daemon {
             self.tpmd_socket().display(),
         );
         std::fs::write(self.dir.path().join("config.toml"), config).unwrap();
+
+        std::fs::create_dir_all(self.dir.path().join("keyd.d")).unwrap();
+        let keyd = format!(
+            "[aziot_keys]\nhomedir_path = \"{}\"\n\n[endpoints]\naziot_keyd = \"unix://{}\"\n\n{}\n",
+            self.keyd_homedir().display(),
+            self.keyd_socket().display(),
+            self.keyd_extra_config,
+        );
+        std::fs::write(self.dir.path().join("keyd.toml"), keyd).unwrap();
     }
 
     /// Runs the daemon and waits for its socket; Err carries its stderr if it exited.
     pub fn spawn(&mut self) -> Result<(), String> {
         self.write_config();
         let _ = std::fs::remove_file(self.tpmd_socket());
+        let _ = std::fs::remove_file(self.keyd_socket());
         let log = std::fs::File::create(self.dir.path().join("keyd-tpm.log")).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_keyd-tpm"));
         command
             .env("AZIOT_TPMD_CONFIG", self.dir.path().join("config.toml"))
             .env("AZIOT_TPMD_CONFIG_DIR", self.dir.path().join("config.d"))
+            .env("AZIOT_KEYD_CONFIG", self.dir.path().join("keyd.toml"))
+            .env("AZIOT_KEYD_CONFIG_DIR", self.dir.path().join("keyd.d"))
             .env("AZIOT_LOG", "debug")
             .env("TSS2_LOG", "all+none")
             .env_remove("LISTEN_FDS")
@@ -79,7 +115,8 @@ impl Daemon {
         let mut child = ChildGuard::spawn(command).map_err(|e| e.to_string())?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
-            if self.tpmd_socket().exists() && std::os::unix::net::UnixStream::connect(self.tpmd_socket()).is_ok() {
+            let up = |p: PathBuf| std::os::unix::net::UnixStream::connect(p).is_ok();
+            if up(self.tpmd_socket()) && up(self.keyd_socket()) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -147,6 +184,185 @@ impl Daemon {
         let r = self.sign(data);
         assert_eq!(r.status, 200, "sign failed: {}\n{}", String::from_utf8_lossy(&r.body), self.log());
         from_b64(r.json()["digest"].as_str().unwrap()).unwrap()
+    }
+}
+
+/// Keys Service requests over the keyd socket (api-version 2021-05-01).
+impl Daemon {
+    pub fn keyd(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Response {
+        let body = body.map(|b| b.to_string());
+        http::request(
+            &self.keyd_socket(),
+            method,
+            &with_api(path),
+            body.as_deref().map(str::as_bytes),
+        )
+        .expect("keyd request")
+    }
+
+    pub fn keyd_get(&self, path: &str) -> Response {
+        self.keyd("GET", path, None)
+    }
+
+    pub fn keyd_post(&self, path: &str, body: &serde_json::Value) -> Response {
+        self.keyd("POST", path, Some(body))
+    }
+
+    pub fn keyd_delete(&self, path: &str, body: &serde_json::Value) -> Response {
+        self.keyd("DELETE", path, Some(body))
+    }
+
+    /// The same request made by a process running as `uid` (the daemon sees it through
+    /// SO_PEERCRED). Opens the temp dir and keyd socket to other users first.
+    pub fn keyd_as(
+        &self,
+        uid: u32,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Response {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [self.dir.path().to_owned(), self.dir.path().join("run")] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::set_permissions(self.keyd_socket(), std::fs::Permissions::from_mode(0o666))
+            .unwrap();
+        let body = body.map(|b| b.to_string());
+        request_as_uid(
+            uid,
+            &self.keyd_socket(),
+            method,
+            &with_api(path),
+            body.as_deref().map(str::as_bytes),
+        )
+    }
+}
+
+fn with_api(path: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}{KEYD_API}")
+}
+
+/// One HTTP/1.1 request from a forked child that drops to `uid` before it connects. The child
+/// only makes system calls on buffers prepared before the fork (no allocation, no locks), so
+/// forking the multi-threaded test process is safe.
+pub fn request_as_uid(
+    uid: u32,
+    socket: &Path,
+    method: &str,
+    path_and_query: &str,
+    body: Option<&[u8]>,
+) -> Response {
+    use std::os::unix::ffi::OsStrExt;
+    let mut request =
+        format!("{method} {path_and_query} HTTP/1.1\r\nHost: keyd.sock\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    request.push_str("\r\n");
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body.unwrap_or_default());
+
+    // SAFETY: sockaddr_un is plain old data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = socket.as_os_str().as_bytes();
+    assert!(path.len() < addr.sun_path.len(), "socket path too long");
+    for (dst, src) in addr.sun_path.iter_mut().zip(path) {
+        *dst = *src as libc::c_char;
+    }
+    let mut pipe = [0; 2];
+    // SAFETY: pipe writes two fds into the array.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    // SAFETY: the child only calls async-signal-safe functions and _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: system calls on prepared buffers only; the child never returns.
+        unsafe {
+            libc::close(pipe[0]);
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(uid) != 0
+                || libc::setuid(uid) != 0
+            {
+                libc::_exit(2);
+            }
+            let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if s < 0 || libc::connect(s, std::ptr::addr_of!(addr).cast(), len) != 0 {
+                libc::_exit(3);
+            }
+            let mut sent = 0;
+            while sent < request.len() {
+                let n = libc::write(s, request.as_ptr().add(sent).cast(), request.len() - sent);
+                if n <= 0 {
+                    libc::_exit(4);
+                }
+                sent += n as usize;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::read(s, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    break;
+                }
+                let mut off = 0;
+                while off < n as usize {
+                    let w = libc::write(pipe[1], buf.as_ptr().add(off).cast(), n as usize - off);
+                    if w <= 0 {
+                        libc::_exit(5);
+                    }
+                    off += w as usize;
+                }
+            }
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: closing our copy of the write end; reading the child's output from the read end.
+    let raw = unsafe {
+        use std::io::Read;
+        use std::os::fd::FromRawFd;
+        libc::close(pipe[1]);
+        let mut out = Vec::new();
+        std::fs::File::from_raw_fd(pipe[0])
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    };
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "client as uid {uid} failed (status {status:#x})"
+    );
+    parse_response(&raw)
+}
+
+/// Status and body of a `Connection: close` response with a Content-Length.
+fn parse_response(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP response head");
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let length = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().parse::<usize>().unwrap())
+    });
+    let rest = &raw[split + 4..];
+    Response {
+        status,
+        body: rest[..length.unwrap_or(rest.len()).min(rest.len())].to_vec(),
     }
 }
 

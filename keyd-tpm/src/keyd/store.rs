@@ -1,0 +1,171 @@
+//! The key store: key id → [`StoredKey`], on disk under `<homedir>/keys` and cached in memory.
+//!
+//! A lookup tries, in upstream's order of precedence: the cache, `[preloaded_keys]`, our record
+//! file, then a plaintext file upstream left (migrated on the spot). Nothing here holds a lock
+//! across an await: the cache is a std `RwLock` around a map, and creation races are settled
+//! by the file system (`write_new` links the record into place only if absent; the loser uses
+//! the winner's key). A generation counter keeps a slow disk read from putting back a value
+//! that a concurrent write replaced.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use crate::tpm::TpmHandle;
+
+use super::error::KeydError;
+use super::files::KeysDir;
+use super::migrate;
+use super::preloaded::Preloaded;
+use super::record::StoredKey;
+
+pub struct KeyStore {
+    tpm: TpmHandle,
+    dir: KeysDir,
+    preloaded: Preloaded,
+    cache: RwLock<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    keys: HashMap<String, Arc<StoredKey>>,
+    /// Bumped by every write, so reads that started before it do not cache stale values.
+    generation: u64,
+}
+
+impl KeyStore {
+    pub fn new(tpm: TpmHandle, homedir: &Path, preloaded: Preloaded) -> Self {
+        let dir = KeysDir::new(homedir);
+        dir.remove_stale_temp_files();
+        Self {
+            tpm,
+            dir,
+            preloaded,
+            cache: RwLock::new(Cache::default()),
+        }
+    }
+
+    pub fn keys_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn is_preloaded(&self, id: &str) -> bool {
+        self.preloaded.contains(id)
+    }
+
+    /// Key `id`, or `None` if there is no such key.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<StoredKey>>, KeydError> {
+        let generation = {
+            let cache = self.read_cache();
+            if let Some(key) = cache.keys.get(id) {
+                return Ok(Some(key.clone()));
+            }
+            cache.generation
+        };
+        if let Some(key) = self.preloaded.load(&self.tpm, id).await? {
+            return Ok(Some(self.cache_if_unchanged(id, key, generation)));
+        }
+        let record = self.dir.record_path(id);
+        if let Some(bytes) = KeysDir::read(&record)? {
+            let key = StoredKey::decode(&bytes, id, &record)?;
+            migrate::finish_leftover(&self.tpm, &self.dir, id, &key).await;
+            return Ok(Some(self.cache_if_unchanged(id, key, generation)));
+        }
+        match migrate::migrate(&self.tpm, &self.dir, id).await? {
+            Some(key) => Ok(Some(self.cache_set(id, key))),
+            None => Ok(None),
+        }
+    }
+
+    /// Key `id`; if there is none, the key `create` makes, stored. Two concurrent creators
+    /// both run `create`; the first to store wins and both get its key.
+    pub async fn get_or_create<F, Fut>(
+        &self,
+        id: &str,
+        create: F,
+    ) -> Result<Arc<StoredKey>, KeydError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<StoredKey, KeydError>>,
+    {
+        if let Some(key) = self.get(id).await? {
+            return Ok(key);
+        }
+        let key = create().await?;
+        let path = self.dir.record_path(id);
+        let encoded = key.encode(id);
+        let written = {
+            let path = path.clone();
+            self.dir
+                .run(move |dir| dir.write_new(&path, &encoded))
+                .await?
+        };
+        if written {
+            return Ok(self.cache_set(id, key));
+        }
+        let bytes = KeysDir::read(&path)?.ok_or_else(|| KeydError::Corrupt {
+            path: path.clone(),
+            reason: "vanished while being created".into(),
+        })?;
+        Ok(self.cache_set(id, StoredKey::decode(&bytes, id, &path)?))
+    }
+
+    /// Stores `key` as `id`, replacing any key with that id (import, move target); a plaintext
+    /// copy upstream left for `id` is replaced too.
+    pub async fn put(&self, id: &str, key: StoredKey) -> Result<Arc<StoredKey>, KeydError> {
+        let (record, plaintext) = (self.dir.record_path(id), self.dir.upstream_path(id));
+        let encoded = key.encode(id);
+        self.dir
+            .run(move |dir| {
+                dir.write_replace(&record, &encoded)?;
+                dir.remove(&plaintext).map(drop)
+            })
+            .await?;
+        Ok(self.cache_set(id, key))
+    }
+
+    /// Deletes key `id` (our record and any plaintext upstream left); no error if absent.
+    pub async fn remove(&self, id: &str) -> Result<(), KeydError> {
+        let (record, plaintext) = (self.dir.record_path(id), self.dir.upstream_path(id));
+        let result = self
+            .dir
+            .run(move |dir| {
+                dir.remove(&record)?;
+                dir.remove(&plaintext).map(drop)
+            })
+            .await;
+        // Drop the cached key even if a removal failed half way: the next lookup reads the disk.
+        let mut cache = self.write_cache();
+        cache.generation += 1;
+        cache.keys.remove(id);
+        result
+    }
+
+    fn cache_set(&self, id: &str, key: StoredKey) -> Arc<StoredKey> {
+        let key = Arc::new(key);
+        let mut cache = self.write_cache();
+        cache.generation += 1;
+        cache.keys.insert(id.to_owned(), key.clone());
+        key
+    }
+
+    fn cache_if_unchanged(&self, id: &str, key: StoredKey, generation: u64) -> Arc<StoredKey> {
+        let key = Arc::new(key);
+        let mut cache = self.write_cache();
+        if cache.generation == generation {
+            cache.keys.insert(id.to_owned(), key.clone());
+        }
+        key
+    }
+
+    // A panic while holding the lock cannot leave the map half-updated (single inserts and
+    // removes), so a poisoned lock is still usable.
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.cache.write().unwrap_or_else(|e| e.into_inner())
+    }
+}

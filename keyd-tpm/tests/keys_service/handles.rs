@@ -1,0 +1,129 @@
+//! Handles: upstream's format, and nothing but a handle this daemon minted is accepted; a
+//! rejected handle never gets its operation run.
+
+use serde_json::{json, Value};
+use testkit::Swtpm;
+
+use super::common::Daemon;
+use super::*;
+
+const INVALID: &str = "parameter \"handle\" has an invalid value\ncaused by: invalid handle";
+
+fn parts(handle: &str) -> (String, String) {
+    let (sr, sig) = handle.split_once('&').unwrap();
+    (
+        sr.strip_prefix("sr=").unwrap().to_owned(),
+        sig.strip_prefix("sig=").unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn handles_have_upstreams_format() {
+    let tpm = Swtpm::start();
+    let d = Daemon::start(&tpm);
+    let key = create_key(&d, "k", "derive,sign");
+    let pair = create_key_pair(&d, "p", None);
+    let derived = derive(&d, &key, b"m:1:primary");
+
+    let sr_of = |h: &str| -> Value {
+        let (sr, sig) = parts(h);
+        assert_eq!(unb64(&sig).len(), 32, "sig is an HMAC-SHA256");
+        let text = String::from_utf8(unb64(&sr)).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            serde_json::to_string(&v).unwrap().len(),
+            text.len(),
+            "SR is compact JSON"
+        );
+        assert_eq!(unb64(v["nonce"].as_str().unwrap()).len(), 64);
+        v
+    };
+    assert_eq!(sr_of(&key)["key_id"], json!({ "Key": "k" }));
+    assert_eq!(sr_of(&pair)["key_id"], json!({ "KeyPair": "p" }));
+    let d_sr = sr_of(&derived);
+    assert_eq!(d_sr["key_id"]["Derived"][0], json!(key));
+    assert_eq!(d_sr["key_id"]["Derived"][1], json!(b"m:1:primary".to_vec()));
+    assert!(String::from_utf8(unb64(&parts(&derived).0))
+        .unwrap()
+        .starts_with("{\"key_id\":{\"Derived\":[\"sr="));
+}
+
+#[test]
+fn forged_truncated_and_foreign_handles_are_rejected_and_nothing_runs() {
+    let tpm = Swtpm::start();
+    let d = Daemon::start(&tpm);
+    let victim = create_key(&d, "victim", "sign");
+    let other = create_key(&d, "other", "sign");
+    let (sr, sig) = parts(&victim);
+    let (other_sr, _) = parts(&other);
+
+    let mut flipped = unb64(&sig);
+    flipped[0] ^= 1;
+    // An SR naming another key with the victim's signature.
+    let swapped_sr = String::from_utf8(unb64(&sr))
+        .unwrap()
+        .replace("\"victim\"", "\"other\"");
+    let forged = [
+        format!("sr={sr}&sig={}", b64(&flipped)),
+        format!("sr={other_sr}&sig={sig}"),
+        format!("sr={}&sig={sig}", b64(swapped_sr.as_bytes())),
+        victim[..victim.len() - 8].to_owned(),
+        format!("sr={sr}"),
+        format!("sig={sig}"),
+        "".to_owned(),
+        "garbage".to_owned(),
+        format!("sr={sr}&sig="),
+    ];
+    for h in &forged {
+        assert_error(&d.keyd_post("/sign", &sign_request(h, b"m")), 400, INVALID);
+        assert_error(
+            &d.keyd_delete("/key", &json!({ "keyHandle": h })),
+            400,
+            INVALID,
+        );
+        assert_error(
+            &d.keyd_post(
+                "/derivedkey",
+                &json!({ "baseKeyHandle": h, "derivationData": "AA==" }),
+            ),
+            400,
+            INVALID,
+        );
+    }
+    // The key was not deleted by any of them.
+    assert_eq!(sign_hmac(&d, &victim, b"m").len(), 32);
+
+    // A handle from another keyd-tpm (another TPM, another handle-validation key).
+    let tpm2 = Swtpm::start();
+    let d2 = Daemon::start(&tpm2);
+    let foreign = create_key(&d2, "victim", "sign");
+    assert_error(
+        &d.keyd_post("/sign", &sign_request(&foreign, b"m")),
+        400,
+        INVALID,
+    );
+    assert_error(
+        &d.keyd_delete("/key", &json!({ "keyHandle": foreign })),
+        400,
+        INVALID,
+    );
+    assert_eq!(sign_hmac(&d, &victim, b"m").len(), 32);
+
+    // A derived handle whose base was swapped for another key's handle.
+    let derived = derive(&d, &victim, b"x");
+    let (dsr, dsig) = parts(&derived);
+    let swapped = String::from_utf8(unb64(&dsr))
+        .unwrap()
+        .replace(&victim, &other);
+    let forged_base = format!("sr={}&sig={dsig}", b64(swapped.as_bytes()));
+    assert_error(
+        &d.keyd_post("/sign", &sign_request(&forged_base, b"m")),
+        400,
+        INVALID,
+    );
+    assert_error(
+        &d.keyd_post("/derivedkey/export", &json!({ "keyHandle": forged_base })),
+        400,
+        INVALID,
+    );
+}
