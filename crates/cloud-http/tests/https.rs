@@ -1,0 +1,357 @@
+//! cloud-http against real local HTTPS servers: trust only what it is told to, verify the name
+//! (IP or DNS), never send plain HTTP, honour the timeout, and report dropped connections as
+//! transient errors.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cloud_http::{Client, Error, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{SslAcceptor, SslMethod};
+use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+use openssl::x509::{X509Builder, X509NameBuilder, X509};
+
+fn key() -> PKey<Private> {
+    PKey::from_ec_key(
+        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn cert(
+    cn: &str,
+    key: &PKey<Private>,
+    issuer: Option<(&X509, &PKey<Private>)>,
+    san: Option<(&[&str], &[&str])>,
+) -> X509 {
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(
+        &BigNum::from_u32(rand_u32())
+            .unwrap()
+            .to_asn1_integer()
+            .unwrap(),
+    )
+    .unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(issuer.map(|(c, _)| c.subject_name()).unwrap_or(&name))
+        .unwrap();
+    b.set_pubkey(key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    match san {
+        None => b
+            .append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap(),
+        Some((ips, dns)) => {
+            let mut s = SubjectAlternativeName::new();
+            ips.iter().for_each(|i| {
+                s.ip(i);
+            });
+            dns.iter().for_each(|d| {
+                s.dns(d);
+            });
+            let ext = s
+                .build(&b.x509v3_context(issuer.map(|(c, _)| c.as_ref()), None))
+                .unwrap();
+            b.append_extension(ext).unwrap();
+        }
+    }
+    b.sign(
+        issuer.map(|(_, k)| k).unwrap_or(key),
+        MessageDigest::sha256(),
+    )
+    .unwrap();
+    b.build()
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    u32::from_be_bytes(b) >> 1
+}
+
+/// How the test server behaves.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Answers 200 with `METHOD PATH HOST BODY`.
+    Echo,
+    /// Completes TLS, then never answers.
+    Silent,
+    /// Completes TLS, reads the request, closes without answering.
+    Drop,
+}
+
+struct Server {
+    port: u16,
+    ca_pem: Vec<u8>,
+    _task: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn server(ips: &[&str], dns: &[&str], mode: Mode) -> Server {
+    let ca_key = key();
+    let ca = cert("test CA", &ca_key, None, None);
+    let leaf_key = key();
+    let leaf = cert("server", &leaf_key, Some((&ca, &ca_key)), Some((ips, dns)));
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+    b.set_certificate(&leaf).unwrap();
+    b.set_private_key(&leaf_key).unwrap();
+    let acceptor = Arc::new(b.build());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let ssl = openssl::ssl::Ssl::new(acceptor.context()).unwrap();
+            tokio::spawn(async move {
+                let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+                if Pin::new(&mut stream).accept().await.is_err() {
+                    return;
+                }
+                match mode {
+                    Mode::Silent => tokio::time::sleep(Duration::from_secs(60)).await,
+                    Mode::Drop => {
+                        let mut buf = [0u8; 1024];
+                        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                    }
+                    Mode::Echo => {
+                        let service =
+                            service_fn(|req: Request<hyper::body::Incoming>| async move {
+                                let head = format!(
+                                    "{} {} {} ",
+                                    req.method(),
+                                    req.uri(),
+                                    req.headers()
+                                        .get("host")
+                                        .and_then(|h| h.to_str().ok())
+                                        .unwrap_or("-")
+                                );
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let mut out = head.into_bytes();
+                                out.extend_from_slice(&body);
+                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                    Bytes::from(out),
+                                )))
+                            });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    Server {
+        port,
+        ca_pem: ca.to_pem().unwrap(),
+        _task: AbortOnDrop(task),
+    }
+}
+
+fn client_trusting(server: &Server) -> Client {
+    Client::builder()
+        .system_roots(false)
+        .trust_ca_pem(server.ca_pem.clone())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn custom_ca_is_trusted_and_the_request_arrives_whole() {
+    let server = server(&["127.0.0.1"], &["localhost"], Mode::Echo).await;
+    let client = client_trusting(&server);
+    let url = format!(
+        "https://127.0.0.1:{}/0ne/registrations/r1/register?api-version=2021-06-01",
+        server.port
+    );
+    let r = client
+        .request(
+            Method::PUT,
+            &url,
+            &[("Content-Type", "application/json")],
+            "{\"a\":1}",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.text(),
+        format!(
+            "PUT /0ne/registrations/r1/register?api-version=2021-06-01 127.0.0.1:{} {{\"a\":1}}",
+            server.port
+        )
+    );
+    // The same CA from a PEM file, by DNS name.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &server.ca_pem).unwrap();
+    let client = Client::builder()
+        .trust_ca_file(dir.path().join("ca.pem"))
+        .build()
+        .unwrap();
+    let r = client
+        .request(
+            Method::GET,
+            &format!("https://localhost:{}/x", server.port),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_untrusted_server_is_refused_with_the_reason() {
+    let server = server(&["127.0.0.1"], &[], Mode::Echo).await;
+    let client = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let err = client
+        .request(
+            Method::GET,
+            &format!("https://127.0.0.1:{}/", server.port),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Tls { reason, .. } => assert!(
+            reason.contains("certificate verification failed"),
+            "{reason}"
+        ),
+        other => panic!("want a TLS error, got {other}"),
+    }
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn the_certificate_must_name_the_host_connected_to() {
+    // Issued for the DNS name only: connecting by IP must fail, by name must work.
+    let server = server(&[], &["localhost"], Mode::Echo).await;
+    let client = client_trusting(&server);
+    let err = client
+        .request(
+            Method::GET,
+            &format!("https://127.0.0.1:{}/", server.port),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
+    let r = client
+        .request(
+            Method::GET,
+            &format!("https://localhost:{}/", server.port),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn plain_http_is_never_sent() {
+    let client = Client::builder().build().unwrap();
+    let err = client
+        .request(Method::GET, "http://127.0.0.1:9/", &[], Vec::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotHttps { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_and_a_dropped_connection_is_transient() {
+    let silent = server(&["127.0.0.1"], &[], Mode::Silent).await;
+    let client = Client::builder()
+        .system_roots(false)
+        .trust_ca_pem(silent.ca_pem.clone())
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = client
+        .request(
+            Method::GET,
+            &format!("https://127.0.0.1:{}/", silent.port),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let dropping = server(&["127.0.0.1"], &[], Mode::Drop).await;
+    let err = client_trusting(&dropping)
+        .request(
+            Method::GET,
+            &format!("https://127.0.0.1:{}/", dropping.port),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Http { .. }), "{err}");
+    assert!(err.is_transient());
+
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let err = client
+        .request(
+            Method::GET,
+            &format!("https://127.0.0.1:{port}/"),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+}
+
+#[test]
+fn a_missing_or_empty_ca_bundle_fails_at_build() {
+    let err = Client::builder()
+        .trust_ca_file("/nonexistent/ca.pem")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::CaBundle { .. }), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "not a certificate").unwrap();
+    let err = Client::builder()
+        .trust_ca_file(dir.path().join("empty.pem"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("empty.pem"), "{err}");
+}
