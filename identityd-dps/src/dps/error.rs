@@ -1,0 +1,137 @@
+//! Why a DPS registration failed, each with what the user should do about it. A provisioning log
+//! line is often all an operator gets, so every message names the registration ID and the fix.
+
+use std::time::Duration;
+
+use crate::clients::LocalError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DpsError {
+    #[error("DPS registration needs the TPM Service, which failed: {0}")]
+    Tpm(#[source] LocalError),
+
+    #[error(
+        "DPS does not accept registration ID {registration_id:?} in ID scope {scope_id:?} ({detail}). \
+         Create an individual enrollment with TPM attestation for registration ID {registration_id:?} and \
+         endorsement key {endorsement_key} (`aziot-tpm tpm-info` prints both), or enable it if it exists"
+    )]
+    NotEnrolled {
+        registration_id: String,
+        scope_id: String,
+        endorsement_key: String,
+        detail: String,
+    },
+
+    #[error(
+        "DPS says the endorsement key of registration ID {registration_id:?} does not match its enrollment \
+         ({detail}). Update the enrollment's endorsement key to {endorsement_key} (`aziot-tpm tpm-info` prints \
+         it), or check that registration_id in the config belongs to this device"
+    )]
+    EkMismatch {
+        registration_id: String,
+        endorsement_key: String,
+        detail: String,
+    },
+
+    #[error(
+        "DPS answered 404 to the registration of {registration_id:?} ({detail}); check \
+         provisioning.scope_id = {scope_id:?} and provisioning.global_endpoint"
+    )]
+    NotFound {
+        registration_id: String,
+        scope_id: String,
+        detail: String,
+    },
+
+    #[error(
+        "DPS rejected the SAS token signed with the TPM's challenge key during {step} ({detail}). \
+         Check that the device clock is right (the token is valid for {lifetime:?} from the device's \
+         current time) and that nothing else registered this TPM at the same time"
+    )]
+    TokenRejected {
+        step: &'static str,
+        lifetime: Duration,
+        detail: String,
+    },
+
+    #[error(
+        "DPS registration of {registration_id:?} failed: {detail}. Check the enrollment's allocation \
+         policy and that its linked IoT hubs exist and are reachable from DPS"
+    )]
+    Failed {
+        registration_id: String,
+        detail: String,
+    },
+
+    #[error(
+        "the DPS enrollment or registration of {registration_id:?} is disabled ({detail}); enable it \
+         in DPS, then run `aziotctl system reprovision` or restart identityd"
+    )]
+    Disabled {
+        registration_id: String,
+        detail: String,
+    },
+
+    #[error(
+        "DPS left {registration_id:?} unassigned ({detail}): no IoT hub could be assigned; link an IoT \
+         hub to the DPS instance and check the enrollment's allocation policy"
+    )]
+    Unassigned {
+        registration_id: String,
+        detail: String,
+    },
+
+    #[error("DPS refused the {step} request with {status}: {detail}")]
+    Rejected {
+        step: &'static str,
+        status: u16,
+        detail: String,
+    },
+
+    #[error("DPS sent an unexpected answer to the {step} request: {detail}")]
+    Unexpected { step: &'static str, detail: String },
+
+    #[error(
+        "DPS registration did not complete within {bound:?} (cloud.provisioning_timeout_sec); the last \
+         problem was: {last}. identityd-dps will try again later; check the network path to {endpoint}"
+    )]
+    GaveUp {
+        bound: Duration,
+        last: String,
+        endpoint: String,
+    },
+
+    #[error("cannot talk to DPS at {endpoint}: {source}{hint}")]
+    Transport {
+        endpoint: String,
+        #[source]
+        source: cloud_http::Error,
+        hint: &'static str,
+    },
+
+    #[error(
+        "cannot read the DPS payload {path}: {reason}; fix provisioning.payload.uri or the file"
+    )]
+    Payload { path: String, reason: String },
+}
+
+impl DpsError {
+    /// Whether retrying the same registration later can succeed without anyone changing anything
+    /// (used only to choose how loudly to log; provisioning is retried either way).
+    pub fn needs_user_action(&self) -> bool {
+        !matches!(
+            self,
+            DpsError::GaveUp { .. } | DpsError::Tpm(LocalError::Unreachable { .. })
+        )
+    }
+}
+
+/// A TLS verification failure against a private CA is almost always a missing trust bundle.
+pub fn transport_hint(e: &cloud_http::Error) -> &'static str {
+    match e {
+        cloud_http::Error::Tls { .. } => {
+            "; if DPS uses a private CA (an emulator, a TLS-inspecting proxy), set cloud.trust_bundle"
+        }
+        _ => "",
+    }
+}

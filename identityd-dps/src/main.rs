@@ -1,0 +1,47 @@
+//! identityd-dps: runs in the foreground with no arguments, like upstream's daemons. Config from
+//! `/etc/aziot/identityd/config.toml` + `config.d` (or `AZIOT_IDENTITYD_CONFIG[_DIR]`), logs to
+//! stderr at the level in `AZIOT_LOG` (default info), exits 0 on SIGTERM/SIGINT after in-flight
+//! requests.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    env_logger::Builder::new()
+        .parse_filters(&std::env::var("AZIOT_LOG").unwrap_or_else(|_| "info".into()))
+        .format_timestamp_millis()
+        .init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("identityd-dps: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = identityd_dps::config::load()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(identityd_dps::run(config, shutdown_signal()))?;
+    log::info!("identityd-dps stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => log::info!("SIGINT received, shutting down"),
+    }
+}

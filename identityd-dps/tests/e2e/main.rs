@@ -1,0 +1,10 @@
+//! End-to-end tests: swtpm + keyd-tpm + iot-emulator + identityd-dps, real processes on loopback.
+//! Build the workspace first (`cargo build --workspace`, as scripts/test.sh does): the keyd-tpm
+//! and iot-emulator binaries are taken from the target dir.
+
+mod faults;
+mod fixture;
+mod modules;
+mod payload;
+mod provisioning;
+mod tokens;
