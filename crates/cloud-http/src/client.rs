@@ -1,8 +1,10 @@
 //! The client: a TLS context and a timeout, and `request`, which opens one connection, sends one
 //! request and reads the whole response within that timeout.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,6 +52,7 @@ impl Response {
 pub struct ClientBuilder {
     roots: Roots,
     timeout: Duration,
+    resolve: Vec<(String, IpAddr)>,
 }
 
 impl Default for ClientBuilder {
@@ -60,6 +63,7 @@ impl Default for ClientBuilder {
                 ..Roots::default()
             },
             timeout: DEFAULT_TIMEOUT,
+            resolve: Vec::new(),
         }
     }
 }
@@ -90,11 +94,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects to `addr` whenever a URL names `host` (curl's `--resolve`), instead of asking the
+    /// system resolver; the certificate is still verified against `host`. For a DPS or hub
+    /// reached by a name that DNS does not know (a lab, the emulator under a DNS name).
+    pub fn resolve(mut self, host: &str, addr: IpAddr) -> Self {
+        self.resolve.push((host.to_ascii_lowercase(), addr));
+        self
+    }
+
     /// Loads the CA bundles now, so a bad path fails at start rather than at the first request.
     pub fn build(self) -> Result<Client, Error> {
         Ok(Client {
             connector: tls::connector(&self.roots)?,
             timeout: self.timeout,
+            resolve: Arc::new(self.resolve),
         })
     }
 }
@@ -104,6 +117,7 @@ impl ClientBuilder {
 pub struct Client {
     connector: SslConnector,
     timeout: Duration,
+    resolve: Arc<Vec<(String, IpAddr)>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -150,8 +164,16 @@ impl Client {
         request: Request<Full<Bytes>>,
     ) -> Result<Response, Error> {
         let authority = target.authority.clone();
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
-            .await
+        let pinned = self
+            .resolve
+            .iter()
+            .find(|(host, _)| host.eq_ignore_ascii_case(&target.host))
+            .map(|(_, addr)| *addr);
+        let connected = match pinned {
+            Some(addr) => TcpStream::connect((addr, target.port)).await,
+            None => TcpStream::connect((target.host.as_str(), target.port)).await,
+        };
+        let tcp = connected
             .map_err(|source| Error::Connect {
                 authority: authority.clone(),
                 source,

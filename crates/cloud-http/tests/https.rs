@@ -2,6 +2,7 @@
 //! (IP or DNS), never send plain HTTP, honour the timeout, and report dropped connections as
 //! transient errors.
 
+use std::net::Ipv4Addr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -173,8 +174,13 @@ async fn server(ips: &[&str], dns: &[&str], mode: Mode) -> Server {
     }
 }
 
+/// A DNS name no resolver knows: the clients pin it to loopback with `resolve`, so the tests do
+/// not depend on the machine's /etc/hosts (a minimal system may not even name `localhost`).
+const NAME: &str = "dps.example.test";
+
 fn client_trusting(server: &Server) -> Client {
     Client::builder()
+        .resolve(NAME, Ipv4Addr::LOCALHOST.into())
         .system_roots(false)
         .trust_ca_pem(server.ca_pem.clone())
         .timeout(Duration::from_secs(10))
@@ -184,7 +190,7 @@ fn client_trusting(server: &Server) -> Client {
 
 #[tokio::test]
 async fn custom_ca_is_trusted_and_the_request_arrives_whole() {
-    let server = server(&["127.0.0.1"], &["localhost"], Mode::Echo).await;
+    let server = server(&["127.0.0.1"], &[NAME], Mode::Echo).await;
     let client = client_trusting(&server);
     let url = format!(
         "https://127.0.0.1:{}/0ne/registrations/r1/register?api-version=2021-06-01",
@@ -212,12 +218,13 @@ async fn custom_ca_is_trusted_and_the_request_arrives_whole() {
     std::fs::write(dir.path().join("ca.pem"), &server.ca_pem).unwrap();
     let client = Client::builder()
         .trust_ca_file(dir.path().join("ca.pem"))
+        .resolve(NAME, Ipv4Addr::LOCALHOST.into())
         .build()
         .unwrap();
     let r = client
         .request(
             Method::GET,
-            &format!("https://localhost:{}/x", server.port),
+            &format!("https://{NAME}:{}/x", server.port),
             &[],
             Vec::new(),
         )
@@ -255,7 +262,7 @@ async fn an_untrusted_server_is_refused_with_the_reason() {
 #[tokio::test]
 async fn the_certificate_must_name_the_host_connected_to() {
     // Issued for the DNS name only: connecting by IP must fail, by name must work.
-    let server = server(&[], &["localhost"], Mode::Echo).await;
+    let server = server(&[], &[NAME], Mode::Echo).await;
     let client = client_trusting(&server);
     let err = client
         .request(
@@ -270,7 +277,7 @@ async fn the_certificate_must_name_the_host_connected_to() {
     let r = client
         .request(
             Method::GET,
-            &format!("https://localhost:{}/", server.port),
+            &format!("https://{NAME}:{}/", server.port),
             &[],
             Vec::new(),
         )
