@@ -3,7 +3,8 @@
 //! With activation, systemd owns the socket path, its mode and its group, and
 //! clients can connect before the daemon has started. One of our processes may be
 //! handed several sockets (keyd.sock and tpmd.sock), so sockets are looked up by
-//! name; a single passed socket goes to whoever asks first, as upstream does.
+//! name; a single passed socket goes to whoever asks first, as upstream does, unless
+//! systemd named it after another standard aziot socket unit.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
@@ -126,12 +127,17 @@ impl SystemdSockets {
         self.fds.is_empty()
     }
 
-    /// The socket named `name` in `LISTEN_FDNAMES`; when exactly one socket was
-    /// passed, that socket whatever its name (upstream's rule). A process serving
-    /// two sockets should therefore ask for the one its unit activates first.
+    /// The socket named `name` in `LISTEN_FDNAMES`. When exactly one socket was passed it goes
+    /// to the first caller whatever its name (upstream's rule, so custom units keep working),
+    /// except when systemd named it after another of the standard aziot socket units
+    /// (`aziot-*.socket`): a process serving keyd.sock and tpmd.sock must not answer one API on
+    /// the other's socket because its unit passed only one of them.
     pub fn take(&mut self, name: &str) -> Option<UnixListener> {
         let index = if self.fds.len() == 1 {
-            0
+            match self.names.first() {
+                Some(passed) if passed != name && is_standard_unit_name(passed) => return None,
+                _ => 0,
+            }
         } else {
             self.names.iter().position(|n| n == name)?
         };
@@ -160,6 +166,12 @@ impl SystemdSockets {
     fn take_index(&mut self, index: usize) -> Option<UnixListener> {
         self.fds.get_mut(index)?.take().map(UnixListener::from)
     }
+}
+
+/// `aziot-keyd.socket`, `aziot-tpmd.socket`, ...: the default `FileDescriptorName=` of the
+/// standard units.
+fn is_standard_unit_name(name: &str) -> bool {
+    name.starts_with("aziot-") && name.ends_with(".socket")
 }
 
 fn set_cloexec(fd: RawFd) -> std::io::Result<()> {
@@ -198,6 +210,15 @@ mod tests {
         assert!(s.take("keyd").is_some());
         assert!(s.take("keyd").is_none());
         assert!(s.take("something-else").is_none());
+    }
+
+    #[test]
+    fn a_single_standard_socket_is_not_taken_for_another_api() {
+        // keyd-tpm asks for tpmd first; a unit that passed only keyd.sock must not get the TPM
+        // Service on it.
+        let (mut s, _d) = fake(1, &["aziot-keyd.socket"]);
+        assert!(s.take("aziot-tpmd.socket").is_none());
+        assert!(s.take("aziot-keyd.socket").is_some());
     }
 
     #[test]

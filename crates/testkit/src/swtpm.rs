@@ -122,7 +122,10 @@ fn spawn(dir: &Path, port: u16) -> Result<ChildGuard, String> {
     })?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        // Both ports: the swtpm TCTI talks to the control port (P+1) while it initializes, and
+        // swtpm opens the two one after the other.
+        let listening = |p: u16| TcpStream::connect((Ipv4Addr::LOCALHOST, p)).is_ok();
+        if listening(port) && listening(port + 1) {
             return Ok(child);
         }
         if let Some(status) = child.try_wait() {
