@@ -48,26 +48,7 @@ pub fn normalize_tcti(tcti: &str) -> String {
 
 impl Device {
     pub fn open(settings: TpmSettings) -> Result<Self, TpmError> {
-        let tcti = normalize_tcti(&settings.tcti);
-        let conf = TctiNameConf::from_str(&tcti).map_err(|e| TpmError::Open {
-            tcti: tcti.clone(),
-            reason: format!("not a TCTI configuration ({e}); use device:/dev/tpmrm0, swtpm:host=H,port=P or tabrmd"),
-        })?;
-        let mut ctx = Context::new(conf).map_err(|e| TpmError::Open {
-            tcti: tcti.clone(),
-            reason: open_hint(&tcti, &e),
-        })?;
-        for (hierarchy, password) in [
-            (ObjectHandle::Endorsement, &settings.endorsement_auth),
-            (ObjectHandle::Owner, &settings.owner_auth),
-        ] {
-            let auth = Auth::try_from(hierarchy_auth_bytes(password).to_vec())
-                .map_err(|_| TpmError::Open {
-                    tcti: tcti.clone(),
-                    reason: "a hierarchy password is longer than 63 bytes".into(),
-                })?;
-            ctx.tr_set_auth(hierarchy, auth).during("Esys_TR_SetAuth")?;
-        }
+        let (mut ctx, tcti) = open_context(&settings.tcti, &settings.endorsement_auth, &settings.owner_auth)?;
         flush_leftovers(&mut ctx)?;
         let (ek, ek_origin) =
             primaries::ensure(&mut ctx, aziot_tpm_common::EK_HANDLE, Hierarchy::Endorsement, primaries::ek_template)?;
@@ -113,14 +94,7 @@ impl Device {
     }
 
     fn read_tpm2b_public(&mut self, key: KeyHandle) -> Result<Vec<u8>, TpmError> {
-        let public = self.read_public(key)?;
-        let body = public
-            .marshall()
-            .map_err(|e| TpmError::Unexpected(format!("cannot marshal a public area: {e}")))?;
-        let mut out = Vec::with_capacity(body.len() + 2);
-        out.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        out.extend_from_slice(&body);
-        Ok(out)
+        tpm2b_public(&mut self.ctx, key)
     }
 
     /// The ESYS handle of the persistent auth key, if the TPM has one.
@@ -157,6 +131,40 @@ fn origin(o: Origin) -> &'static str {
         Origin::Existing => "existing",
         Origin::Created => "created",
     }
+}
+
+/// Opens an ESYS context on `tcti` (normalized; returned with it) with the hierarchy passwords
+/// set, and changes nothing on the TPM.
+pub(super) fn open_context(tcti: &str, endorsement_auth: &str, owner_auth: &str) -> Result<(Context, String), TpmError> {
+    let tcti = normalize_tcti(tcti);
+    let conf = TctiNameConf::from_str(&tcti).map_err(|e| TpmError::Open {
+        tcti: tcti.clone(),
+        reason: format!("not a TCTI configuration ({e}); use device:/dev/tpmrm0, swtpm:host=H,port=P or tabrmd"),
+    })?;
+    let mut ctx = Context::new(conf).map_err(|e| TpmError::Open {
+        tcti: tcti.clone(),
+        reason: open_hint(&tcti, &e),
+    })?;
+    for (hierarchy, password) in [(ObjectHandle::Endorsement, endorsement_auth), (ObjectHandle::Owner, owner_auth)] {
+        let auth = Auth::try_from(hierarchy_auth_bytes(password).to_vec()).map_err(|_| TpmError::Open {
+            tcti: tcti.clone(),
+            reason: "a hierarchy password is longer than 63 bytes".into(),
+        })?;
+        ctx.tr_set_auth(hierarchy, auth).during("Esys_TR_SetAuth")?;
+    }
+    Ok((ctx, tcti))
+}
+
+/// The public area of `key` as `TPM2B_PUBLIC` (size prefix included), as DPS receives it.
+pub(super) fn tpm2b_public(ctx: &mut Context, key: KeyHandle) -> Result<Vec<u8>, TpmError> {
+    let public = ctx.read_public(key).during("TPM2_ReadPublic")?.0;
+    let body = public
+        .marshall()
+        .map_err(|e| TpmError::Unexpected(format!("cannot marshal a public area: {e}")))?;
+    let mut out = Vec::with_capacity(body.len() + 2);
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
 }
 
 /// Turns a failure to open the TCTI into a sentence that names the likely cause and the fix.

@@ -8,6 +8,7 @@ use tss_esapi::handles::NvIndexTpmHandle;
 use tss_esapi::interface_types::resource_handles::NvAuth;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::CapabilityData;
+use tss_esapi::Context;
 
 use super::device::Device;
 use super::error::{Context as _, TpmError};
@@ -44,59 +45,60 @@ fn ascii(words: &[u32]) -> String {
 
 impl Device {
     pub fn info(&mut self) -> Result<TpmInfo, TpmError> {
-        let mut property = |tag| -> Result<u32, TpmError> {
-            Ok(self.ctx.get_tpm_property(tag).during("TPM2_GetCapability(properties)")?.unwrap_or(0))
-        };
-        let manufacturer = ascii(&[property(PropertyTag::Manufacturer)?]);
-        let vendor = ascii(&[
-            property(PropertyTag::VendorString1)?,
-            property(PropertyTag::VendorString2)?,
-            property(PropertyTag::VendorString3)?,
-            property(PropertyTag::VendorString4)?,
-        ]);
-        let (fw1, fw2) = (property(PropertyTag::FirmwareVersion1)?, property(PropertyTag::FirmwareVersion2)?);
-        let firmware_version = format!("{}.{}.{}.{}", fw1 >> 16, fw1 & 0xffff, fw2 >> 16, fw2 & 0xffff);
-
-        let (data, _) = self
-            .ctx
-            .get_capability(CapabilityType::Handles, 0x8100_0000, 64)
-            .during("TPM2_GetCapability(handles)")?;
-        let persistent: Vec<u32> = match data {
-            CapabilityData::Handles(list) => list.iter().map(|h| u32::from(*h)).collect(),
-            _ => Vec::new(),
-        };
-        let ek_certificate = self.ek_certificate()?.map(|der| aziot_tpm_common::b64(&der));
-        let auth_key_handle = self.settings.auth_key_handle();
-        Ok(TpmInfo {
-            manufacturer,
-            vendor,
-            firmware_version,
-            auth_key_present: persistent.contains(&auth_key_handle),
-            persistent_handles: persistent.iter().map(|h| format!("{h:#010x}")).collect(),
-            ek_certificate,
-            auth_key_handle: format!("{auth_key_handle:#010x}"),
-        })
+        read(&mut self.ctx, self.settings.auth_key_handle())
     }
+}
 
-    fn ek_certificate(&mut self) -> Result<Option<Vec<u8>>, TpmError> {
-        let (data, _) = self
-            .ctx
-            .get_capability(CapabilityType::Handles, EK_CERT_NV_INDEX, 1)
-            .during("TPM2_GetCapability(handles)")?;
-        let present = matches!(data, CapabilityData::Handles(list) if list.iter().any(|h| u32::from(*h) == EK_CERT_NV_INDEX));
-        if !present {
-            return Ok(None);
-        }
-        let index = NvIndexTpmHandle::new(EK_CERT_NV_INDEX).during("EK certificate NV index")?;
-        let read = self
-            .ctx
-            .execute_with_session(Some(AuthSession::Password), |c| nv::read_full(c, NvAuth::Owner, index));
-        match read {
-            Ok(der) => Ok(Some(der)),
-            Err(e) => {
-                log::warn!("the EK certificate NV index exists but cannot be read: {}", super::error::describe(&e));
-                Ok(None)
-            }
+/// Reads the TPM's identity and handles; commands that change nothing on the TPM.
+pub(super) fn read(ctx: &mut Context, auth_key_handle: u32) -> Result<TpmInfo, TpmError> {
+    let mut property = |tag| -> Result<u32, TpmError> {
+        Ok(ctx.get_tpm_property(tag).during("TPM2_GetCapability(properties)")?.unwrap_or(0))
+    };
+    let manufacturer = ascii(&[property(PropertyTag::Manufacturer)?]);
+    let vendor = ascii(&[
+        property(PropertyTag::VendorString1)?,
+        property(PropertyTag::VendorString2)?,
+        property(PropertyTag::VendorString3)?,
+        property(PropertyTag::VendorString4)?,
+    ]);
+    let (fw1, fw2) = (property(PropertyTag::FirmwareVersion1)?, property(PropertyTag::FirmwareVersion2)?);
+    let firmware_version = format!("{}.{}.{}.{}", fw1 >> 16, fw1 & 0xffff, fw2 >> 16, fw2 & 0xffff);
+
+    let (data, _) = ctx
+        .get_capability(CapabilityType::Handles, 0x8100_0000, 64)
+        .during("TPM2_GetCapability(handles)")?;
+    let persistent: Vec<u32> = match data {
+        CapabilityData::Handles(list) => list.iter().map(|h| u32::from(*h)).collect(),
+        _ => Vec::new(),
+    };
+    let ek_certificate = ek_certificate(ctx)?.map(|der| aziot_tpm_common::b64(&der));
+    Ok(TpmInfo {
+        manufacturer,
+        vendor,
+        firmware_version,
+        auth_key_present: persistent.contains(&auth_key_handle),
+        persistent_handles: persistent.iter().map(|h| format!("{h:#010x}")).collect(),
+        ek_certificate,
+        auth_key_handle: format!("{auth_key_handle:#010x}"),
+    })
+}
+
+fn ek_certificate(ctx: &mut Context) -> Result<Option<Vec<u8>>, TpmError> {
+    let (data, _) = ctx
+        .get_capability(CapabilityType::Handles, EK_CERT_NV_INDEX, 1)
+        .during("TPM2_GetCapability(handles)")?;
+    let present = matches!(data, CapabilityData::Handles(list) if list.iter().any(|h| u32::from(*h) == EK_CERT_NV_INDEX));
+    if !present {
+        return Ok(None);
+    }
+    let index = NvIndexTpmHandle::new(EK_CERT_NV_INDEX).during("EK certificate NV index")?;
+    let read = ctx
+        .execute_with_session(Some(AuthSession::Password), |c| nv::read_full(c, NvAuth::Owner, index));
+    match read {
+        Ok(der) => Ok(Some(der)),
+        Err(e) => {
+            log::warn!("the EK certificate NV index exists but cannot be read: {}", super::error::describe(&e));
+            Ok(None)
         }
     }
 }

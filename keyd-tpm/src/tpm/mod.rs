@@ -7,6 +7,7 @@ mod device;
 mod dps_blob;
 mod error;
 mod info;
+mod inspect;
 mod key_objects;
 mod keys;
 mod owner;
@@ -24,6 +25,7 @@ use zeroize::Zeroizing;
 
 pub use device::TpmKeys;
 pub use info::TpmInfo;
+pub use inspect::{inspect, Inspection};
 pub use error::{decode_rc, CommandError, TpmError};
 pub use keys::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, Secret};
 pub use owner::TpmHandle;
