@@ -6,6 +6,11 @@
 //! `AZIOT_KEYD_CONFIG[_DIR]`) for keys, principals and its socket. Logs go to stderr at the
 //! level in `AZIOT_LOG` (default info). SIGTERM/SIGINT stop both sockets, let in-flight requests
 //! finish, and exit 0.
+//!
+//! Started as root (the packaged unit does, to read both configs), it becomes the user named by
+//! `AZIOT_KEYD_TPM_USER` right after reading them; see `privileges`.
+
+mod privileges;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -46,6 +51,8 @@ fn init_logging() {
 fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
     let tpmd_config: TpmdConfig = aziot_config::load("tpmd")?;
     let keyd_config: KeydConfig = aziot_config::load("keyd")?;
+    // Nothing below needs more than the service user: the TPM and every file are its own.
+    privileges::drop_from_env()?;
     let owner = TpmHandle::start(tpmd_config.tpm_settings())?;
     let tpm = owner.clone();
 
@@ -55,9 +62,9 @@ fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     runtime.block_on(async move {
         let mut systemd = SystemdSockets::from_env()?;
-        // With several systemd sockets each is taken by its FileDescriptorName; a single passed
-        // socket goes to the first taker whatever its name (upstream's rule), here tpmd, as
-        // before the Keys Service existed. Units should pass both sockets, named.
+        // Systemd sockets are taken by FileDescriptorName. A single passed socket goes to the
+        // first taker (tpmd) unless systemd named it after the other standard unit, so a unit
+        // that passes only aziot-keyd.socket gets the Keys Service on it and tpmd.sock bound here.
         let tpmd_endpoint: Endpoint = tpmd_config.endpoints.aziot_tpmd.parse()?;
         let tpmd_listener = listen(&tpmd_endpoint, &mut systemd, TPMD_FD_NAME)?;
         let keyd_endpoint: Endpoint = keyd_config.endpoints.aziot_keyd.parse()?;
