@@ -1,7 +1,18 @@
-//! `aziot-tpm`: the gateway admin's command. Exit codes: 0 success, 1 the operation failed,
-//! 2 usage error (clap), 3 a daemon could not be reached.
+//! `aziot-tpm`: the gateway admin's command. Exit codes (see `exit.rs`): 0 success, 1 the
+//! operation failed (or a check failed), 2 usage error, 3 something could not be reached (a
+//! daemon's socket, the TPM, DPS).
 
+mod check;
+mod config;
+mod daemon;
+mod dps_service;
+mod enroll;
+mod exit;
+mod local;
+mod reprovision;
+mod status;
 mod tpm_info;
+mod tpm_read;
 
 use std::process::ExitCode;
 
@@ -19,6 +30,19 @@ enum Command {
     /// Print what a DPS individual enrollment needs: the EK (base64 TPM2B_PUBLIC, paste it as
     /// the enrollment's endorsement key) and the registration ID derived from it, plus the SRK.
     TpmInfo(tpm_info::Args),
+    /// Create or update this device's DPS individual enrollment (TPM attestation) through the
+    /// DPS service API, with a DPS connection string. Prints what was enrolled.
+    Enroll(enroll::Args),
+    /// Is the device provisioned: its IoT Hub and device ID, since when, and whether the DPS auth
+    /// key is in the TPM. Exit 0 provisioned, 1 not provisioned, 3 a daemon is unreachable.
+    Status(status::Args),
+    /// Register with DPS again now (identityd-dps), then show the new status.
+    Reprovision(reprovision::Args),
+    /// Apply the super-config /etc/aziot/config.toml to the daemons' config files.
+    #[command(subcommand)]
+    Config(config::Command),
+    // About and long help come from check::Args.
+    Check(check::Args),
 }
 
 /// Output format.
@@ -36,9 +60,18 @@ pub struct Failure {
 }
 
 fn main() -> ExitCode {
+    // Installed as /usr/bin/aziotctl (a symlink), this program wraps upstream's aziotctl.
+    if check::aziotctl::invoked_as_aziotctl() {
+        return check::aziotctl::main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::TpmInfo(args) => tpm_info::run(args),
+        Command::Enroll(args) => enroll::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Reprovision(args) => reprovision::run(args),
+        Command::Config(command) => config::run(command),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,17 +1,18 @@
-//! `aziot-tpm tpm-info`: the EK, SRK and registration ID, from keyd-tpm's TPM Service API.
+//! `aziot-tpm tpm-info`: the EK, SRK and registration ID an enrollment needs, plus the TPM's
+//! maker, firmware, persistent handles and EK certificate; from keyd-tpm, or from the TPM itself
+//! when the daemon is not running.
 
-use std::path::PathBuf;
-
-use aziot_tpm_common::http::{GetTpmKeysResponse, API_VERSION};
 use serde::Serialize;
+use serde_json::{Map, Value};
 
+use crate::exit::print_json;
+use crate::tpm_read::{self, missing_primary, Source, TpmArgs};
 use crate::{Failure, Output};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The TPM Service socket.
-    #[arg(long, default_value = "/run/aziot/tpmd.sock", env = "AZIOT_TPMD_SOCKET")]
-    socket: PathBuf,
+    #[command(flatten)]
+    tpm: TpmArgs,
     /// Output format: text for people, json for scripts.
     #[arg(short, long, value_enum, default_value_t)]
     output: Output,
@@ -19,86 +20,58 @@ pub struct Args {
 
 #[derive(Serialize)]
 struct TpmInfo {
-    registration_id: String,
-    endorsement_key: String,
-    storage_root_key: String,
-    /// From keyd-tpm's `/tpm_info` extension; absent with upstream aziot-tpmd.
+    registration_id: Option<String>,
+    endorsement_key: Option<String>,
+    storage_root_key: Option<String>,
+    /// How the TPM was read: `tpm_service` (with `socket`) or `direct` (with `tcti`, `reason`).
+    #[serde(flatten)]
+    source: Source,
+    /// From keyd-tpm's `/tpm_info` or the direct read; absent with upstream aziot-tpmd.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    details: Option<serde_json::Map<String, serde_json::Value>>,
+    details: Option<Map<String, Value>>,
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
-    let (keys, details) = fetch(&args.socket)?;
-    let ek = aziot_tpm_common::from_b64(&keys.endorsement_key).map_err(|e| Failure {
-        code: 1,
-        message: format!("the TPM service returned an EK that is not base64: {e}"),
-    })?;
+    let reading = tpm_read::read(&args.tpm)?;
     let info = TpmInfo {
-        registration_id: aziot_tpm_common::registration_id(&ek),
-        endorsement_key: keys.endorsement_key,
-        storage_root_key: keys.storage_root_key,
-        details,
+        registration_id: reading.endorsement_key.as_deref().map(aziot_tpm_common::registration_id),
+        endorsement_key: reading.endorsement_key.as_deref().map(aziot_tpm_common::b64),
+        storage_root_key: reading.storage_root_key.as_deref().map(aziot_tpm_common::b64),
+        source: reading.source.clone(),
+        details: reading.details.clone(),
     };
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default()),
-        Output::Text => {
-            println!("Registration ID:  {}", info.registration_id);
-            println!("Endorsement key:  {}", info.endorsement_key);
-            println!("Storage root key: {}", info.storage_root_key);
-            if let Some(d) = &info.details {
-                let text = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
-                println!("TPM:              {} {} (firmware {})", text("manufacturer"), text("vendor"), text("firmware_version"));
-                let handles: Vec<String> = d
-                    .get("persistent_handles")
-                    .and_then(|v| v.as_array())
-                    .map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect())
-                    .unwrap_or_default();
-                println!("Persistent:       {}", handles.join(" "));
-                let present = d.get("auth_key_present").and_then(|v| v.as_bool()).unwrap_or(false);
-                println!("DPS auth key:     {} at {}", if present { "present" } else { "absent" }, text("auth_key_handle"));
-                println!("EK certificate:   {}", if d.contains_key("ek_certificate") { "present (see -o json)" } else { "none in NV" });
-            }
-        }
+        Output::Json => print_json(&info),
+        Output::Text => print_text(&info),
     }
+    // Without an EK there is nothing to enroll: say so, after printing what there is.
+    reading.require_ek()?;
     Ok(())
 }
 
-fn fetch(socket: &std::path::Path) -> Result<(GetTpmKeysResponse, Option<serde_json::Map<String, serde_json::Value>>), Failure> {
-    let unreachable = |e: String| Failure {
-        code: 3,
-        message: format!("cannot reach the TPM service at {}: {e}; is keyd-tpm running (systemctl status aziot-keyd)?", socket.display()),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| unreachable(e.to_string()))?;
-    runtime.block_on(async {
-        let client = aziot_http::UdsClient::new(socket);
-        let get = |route: &'static str| {
-            let client = &client;
-            async move {
-                let path = format!("{route}?api-version={API_VERSION}");
-                client.request(aziot_http::Method::GET, &path, None).await.map_err(|e| unreachable(e.to_string()))
-            }
-        };
-        let (status, body) = get("/get_tpm_keys").await?;
-        if !status.is_success() {
-            return Err(Failure { code: 1, message: format!("the TPM service answered {status}: {}", message(&body)) });
-        }
-        let keys = serde_json::from_slice(&body).map_err(|e| Failure {
-            code: 1,
-            message: format!("the TPM service's answer is not a get_tpm_keys response: {e}"),
-        })?;
-        // keyd-tpm's extension; upstream aziot-tpmd answers 404 and we print what we have.
-        let (status, body) = get("/tpm_info").await?;
-        let details = status.is_success().then(|| serde_json::from_slice(&body).ok()).flatten();
-        Ok((keys, details))
-    })
-}
-
-fn message(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+fn print_text(info: &TpmInfo) {
+    let absent = |name: &str, handle: u32| format!("none ({})", missing_primary(name, handle));
+    println!("Registration ID:  {}", info.registration_id.as_deref().unwrap_or("unknown: no EK"));
+    println!(
+        "Endorsement key:  {}",
+        info.endorsement_key.clone().unwrap_or_else(|| absent("EK", aziot_tpm_common::EK_HANDLE))
+    );
+    println!(
+        "Storage root key: {}",
+        info.storage_root_key.clone().unwrap_or_else(|| absent("SRK", aziot_tpm_common::SRK_HANDLE))
+    );
+    if let Some(d) = &info.details {
+        let text = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+        println!("TPM:              {} {} (firmware {})", text("manufacturer"), text("vendor"), text("firmware_version"));
+        let handles: Vec<String> = d
+            .get("persistent_handles")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        println!("Persistent:       {}", if handles.is_empty() { "none".to_owned() } else { handles.join(" ") });
+        let present = d.get("auth_key_present").and_then(|v| v.as_bool()).unwrap_or(false);
+        println!("DPS auth key:     {} at {}", if present { "present" } else { "absent" }, text("auth_key_handle"));
+        println!("EK certificate:   {}", if d.contains_key("ek_certificate") { "present (see -o json)" } else { "none in NV" });
+    }
+    println!("Read through:     {}", info.source);
 }

@@ -1,0 +1,335 @@
+//! `aziot-tpm check` against real parts: a swtpm, keyd-tpm, the iot-emulator and identityd-dps,
+//! configured through the `AZIOT_<SVC>_CONFIG` overrides in a temp dir.
+
+mod common;
+
+#[path = "check/support.rs"]
+mod support;
+
+use common::Device;
+use serde_json::Value;
+use support::{check, provisioned_device, result_of};
+
+#[test]
+fn a_provisioned_device_passes_every_check_in_text_json_and_json_stream() {
+    let device = provisioned_device();
+    let hub = device.cli(&["status", "-o", "json"]).json()["hub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let text = check(&device, &[]);
+    let out = text.expect(0).stdout();
+    for line in [
+        "Configuration checks\n--------------------\n",
+        "\u{221a} tpmd is running - OK\n",
+        "TPM checks\n----------\n",
+        "\u{221a} TPM answers through the configured TCTI - OK\n",
+        "\u{221a} TPM accepts the configured owner and endorsement passwords - OK\n",
+        "\u{221a} DPS auth key is in the TPM of the provisioned device - OK\n",
+        "\u{221a} assigned IoT Hub is reachable and accepts the device's credentials - OK\n",
+        "\u{221a} host clock agrees with DPS and IoT Hub closely enough for SAS tokens - OK\n",
+        "13 check(s) succeeded.\n",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    assert!(!out.contains('\u{00d7}') && !out.contains('\u{203c}'), "{out}");
+
+    // -o json: aziotctl's document, every check ok (or ignored where it does not apply).
+    let json = check(&device, &["-o", "json"]).expect(0).json();
+    let checks = json["checks"].as_object().unwrap();
+    assert_eq!(checks.len(), 15, "{json}");
+    for (id, c) in checks {
+        let result = c["result"]["result"].as_str().unwrap();
+        let expected = match id.as_str() {
+            // swtpm is reached over TCP; the super-config is not used in this setup.
+            "tpm-device-node" | "configs-up-to-date" => "ignored",
+            _ => "ok",
+        };
+        assert_eq!(result, expected, "{id}: {c}");
+        assert!(c["additional_info"].is_object(), "{id}: {c}");
+    }
+    assert_eq!(checks["tpm-tcti-opens"]["additional_info"]["via"], "keyd-tpm");
+    assert_eq!(checks["iothub-reachable"]["additional_info"]["authenticated"], true);
+    assert_eq!(checks["tpm-hierarchy-auth"]["additional_info"]["owner"], "accepted");
+    let ek = &checks["tpm-ek-srk"]["additional_info"];
+    assert_eq!(ek["registration_id"], ek["registered_registration_id"], "{ek}");
+    let info = &json["additional_info"];
+    assert_eq!(
+        info["iothub_hostname"],
+        hub.as_str(),
+        "the assigned hub, from device_info"
+    );
+    for key in ["now", "os", "dmi", "system_info"] {
+        assert!(info.get(key).is_some(), "{key} missing: {info}");
+    }
+
+    // -o json-stream: section / check values as they come, additional_info last.
+    let stream = check(&device, &["-o", "json-stream"]);
+    let values: Vec<Value> = stream
+        .expect(0)
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sections: Vec<&str> = values
+        .iter()
+        .filter(|v| v["kind"] == "section")
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(sections, ["Configuration checks", "TPM checks", "Connectivity checks"]);
+    assert_eq!(values.iter().filter(|v| v["kind"] == "check").count(), 15);
+    let tcti = values.iter().find(|v| v["id"] == "tpm-tcti-opens").unwrap();
+    assert_eq!(tcti["description"], "TPM answers through the configured TCTI");
+    assert_eq!(tcti["result"], serde_json::json!({"result": "ok"}));
+    let last = values.last().unwrap();
+    assert_eq!(
+        (last["kind"].as_str(), last["iothub_hostname"].as_str()),
+        (Some("additional_info"), Some(hub.as_str()))
+    );
+
+    // --dont-run: named checks are reported as ignored.
+    let json = check(&device, &["-o", "json", "--dont-run", "tpm-hierarchy-auth clock-skew"])
+        .expect(0)
+        .json();
+    assert_eq!(result_of(&json, "tpm-hierarchy-auth"), "ignored");
+    assert_eq!(result_of(&json, "clock-skew"), "ignored");
+    assert_eq!(result_of(&json, "tpm-ek-srk"), "ok");
+
+    // A super-config newer than what was generated from it: a warning, which
+    // --warnings-as-errors turns into a failing error.
+    std::fs::write(device.path("config.toml"), "[provisioning]\nsource = \"dps\"\n").unwrap();
+    let warned = check(&device, &[]);
+    let out = warned.expect(0).stdout();
+    assert!(
+        out.contains("\u{203c} daemon configurations up-to-date with config.toml - Warning\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("00-super.toml does not exist.\n    Did you run 'aziot-tpm config apply'?"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 check(s) raised warnings. Re-run with --verbose for more details."),
+        "{out}"
+    );
+    let strict = check(&device, &["-o", "json", "--warnings-as-errors"]);
+    assert_eq!(result_of(&strict.expect(1).json(), "configs-up-to-date"), "error");
+}
+
+#[test]
+fn check_fails_when_the_provisioned_device_lost_its_auth_key() {
+    let device = provisioned_device();
+    // The key DPS delivered disappears from the TPM (cleared, or evicted by hand).
+    device
+        .tpm()
+        .tpm2_ok("tpm2_evictcontrol", &["-C", "o", "-c", "0x81000100"], device.dir.path());
+
+    let run = check(&device, &["-o", "json"]);
+    let json = run.expect(1).json();
+    assert_eq!(result_of(&json, "tpm-auth-key"), "error", "{run:?}");
+    let details = json["checks"]["tpm-auth-key"]["result"]["details"][0].as_str().unwrap();
+    assert!(
+        details.contains("no DPS auth key at 0x81000100") && details.contains("aziot-tpm reprovision"),
+        "{details}"
+    );
+    assert_eq!(json["checks"]["tpm-auth-key"]["additional_info"]["present"], false);
+    // Everything else about the TPM is still fine.
+    assert_eq!(result_of(&json, "tpm-tcti-opens"), "ok");
+    assert_eq!(result_of(&json, "tpm-ek-srk"), "ok");
+
+    let text = check(&device, &[]);
+    let out = text.expect(1).stdout();
+    assert!(
+        out.contains(
+            "\u{00d7} DPS auth key is in the TPM of the provisioned device - Error\n    the device is provisioned"
+        ),
+        "{out}"
+    );
+    assert!(text.stderr().contains("check(s) failed"), "{text:?}");
+}
+
+#[test]
+fn check_fails_when_the_tpm_is_unreachable_and_reads_it_directly_without_keyd_tpm() {
+    let mut device = Device::with_tpm();
+    device.start_keyd();
+    let json = check(&device, &["-o", "json"]).json();
+    assert_eq!(result_of(&json, "tpmd-running"), "ok");
+    assert_eq!(result_of(&json, "tpm-tcti-opens"), "ok");
+    assert_eq!(json["checks"]["tpm-tcti-opens"]["additional_info"]["via"], "keyd-tpm");
+    assert_eq!(result_of(&json, "tpm-ek-srk"), "ok");
+
+    // The TPM goes away under a running keyd-tpm.
+    device.tpm.as_mut().unwrap().stop();
+    let run = check(&device, &["-o", "json"]);
+    let json = run.expect(1).json();
+    assert_eq!(result_of(&json, "tpmd-running"), "ok", "keyd-tpm itself still answers");
+    assert_eq!(result_of(&json, "tpm-tcti-opens"), "error", "{run:?}");
+    let details = json["checks"]["tpm-tcti-opens"]["result"]["details"].to_string();
+    assert!(
+        details.contains("cannot open the TPM through TCTI") && details.contains("simulator running"),
+        "{details}"
+    );
+    assert!(details.contains("keyd-tpm reports"), "{details}");
+    for dependent in ["tpm-ek-srk", "tpm-auth-key", "tpm-hierarchy-auth"] {
+        assert_eq!(result_of(&json, dependent), "skipped", "{dependent}");
+    }
+
+    // keyd-tpm stopped, TPM back: the TPM is read directly, read-only.
+    device.tpm.as_mut().unwrap().restart();
+    device.stop_keyd();
+    let json = check(&device, &["-o", "json"]).json();
+    assert_eq!(result_of(&json, "tpmd-running"), "error");
+    assert_eq!(result_of(&json, "tpm-tcti-opens"), "ok", "{json}");
+    assert_eq!(json["checks"]["tpm-tcti-opens"]["additional_info"]["via"], "direct");
+    assert_eq!(
+        json["checks"]["tpm-tcti-opens"]["additional_info"]["manufacturer"],
+        "IBM"
+    );
+    assert_eq!(
+        result_of(&json, "tpm-ek-srk"),
+        "ok",
+        "keyd-tpm persisted them before it stopped"
+    );
+    assert_eq!(result_of(&json, "tpm-hierarchy-auth"), "ok");
+}
+
+#[test]
+fn a_wrong_hierarchy_password_is_detected_without_changing_the_tpm() {
+    let mut device = Device::with_tpm();
+    device.start_keyd();
+    // The admin sets an owner password on the TPM after keyd-tpm persisted the EK and SRK.
+    device
+        .tpm()
+        .tpm2_ok("tpm2_changeauth", &["-c", "owner", "s3cret"], device.dir.path());
+
+    let hierarchy = |owner: Option<&str>| {
+        let mut config = std::fs::read_to_string(device.path("tpmd.toml")).unwrap();
+        if let Some(i) = config.find("[hierarchy_authorization]") {
+            config.truncate(i);
+        }
+        if let Some(owner) = owner {
+            config.push_str(&format!("[hierarchy_authorization]\nowner = \"{owner}\"\n"));
+        }
+        std::fs::write(device.path("tpmd.toml"), config).unwrap();
+        let run = check(&device, &["-o", "json"]);
+        let json = run.json();
+        (
+            result_of(&json, "tpm-hierarchy-auth"),
+            json["checks"]["tpm-hierarchy-auth"].clone(),
+            run,
+        )
+    };
+
+    let (result, c, _) = hierarchy(None);
+    assert_eq!(result, "error", "{c}");
+    let details = c["result"]["details"][0].as_str().unwrap();
+    assert!(
+        details.contains("owner hierarchy has a password, but tpmd's config sets none"),
+        "{details}"
+    );
+    assert_eq!(c["additional_info"]["owner"], "rejected");
+    assert_eq!(c["additional_info"]["endorsement"], "accepted");
+
+    let (result, c, run) = hierarchy(Some("Not-The-Password-42"));
+    assert_eq!(result, "error", "{c}");
+    assert!(
+        c["result"]["details"][0]
+            .as_str()
+            .unwrap()
+            .contains("rejected the owner password"),
+        "{c}"
+    );
+    assert!(
+        !format!("{run:?}").contains("Not-The-Password-42"),
+        "the password is never printed: {run:?}"
+    );
+
+    let (result, c, _) = hierarchy(Some("s3cret"));
+    assert_eq!(result, "ok", "{c}");
+    assert_eq!(c["additional_info"]["password_set"]["owner"], true);
+
+    // The TPM is as the admin left it: the old password still changes it.
+    device
+        .tpm()
+        .tpm2_ok("tpm2_changeauth", &["-c", "owner", "-p", "s3cret"], device.dir.path());
+    let json = check(&device, &["-o", "json", "--dont-run", "tpm-hierarchy-auth"]).json();
+    assert_eq!(result_of(&json, "tpm-hierarchy-auth"), "ignored");
+}
+
+#[test]
+fn the_tpm_device_node_is_checked_for_existence_type_and_access() {
+    let device = Device::nothing();
+    let only_node = [
+        "-o",
+        "json",
+        "--dont-run",
+        "tpm-tcti-opens tpm-ek-srk tpm-auth-key tpm-hierarchy-auth",
+    ];
+    let node = |tcti: &str, user: &str| {
+        device.write_tpmd_config(tcti);
+        let mut args = only_node.to_vec();
+        args.extend(["--tpm-user", user]);
+        check(&device, &args).json()["checks"]["tpm-device-node"].clone()
+    };
+    let me = support::current_user();
+
+    let missing = node(&format!("device:{}", device.path("tpmrm0").display()), &me);
+    assert_eq!(missing["result"]["result"], "error");
+    assert!(
+        missing["result"]["details"][0]
+            .as_str()
+            .unwrap()
+            .contains("tpmrm0 does not exist"),
+        "{missing}"
+    );
+
+    std::fs::write(device.path("tpm0"), "").unwrap();
+    let regular = node(&format!("device:{}", device.path("tpm0").display()), &me);
+    assert!(
+        regular["result"]["details"][0]
+            .as_str()
+            .unwrap()
+            .contains("is not a character device"),
+        "{regular}"
+    );
+
+    let usable = node("device:/dev/null", &me);
+    assert_eq!(usable["result"]["result"], "ok", "{usable}");
+    assert_eq!(usable["additional_info"]["mode"], "0666");
+
+    let nobody = node("device:/dev/null", "no-such-user-here");
+    assert_eq!(nobody["result"]["result"], "warning", "{nobody}");
+    assert!(
+        nobody["result"]["details"][0].as_str().unwrap().contains("--tpm-user"),
+        "{nobody}"
+    );
+
+    let swtpm = node("swtpm:host=127.0.0.1,port=9", &me);
+    assert_eq!(swtpm["result"]["result"], "ignored");
+}
+
+#[test]
+fn the_check_list_names_every_check() {
+    let device = Device::nothing();
+    let list = check(&device, &["--list", "-o", "json"]).expect(0).json();
+    let tpm: Vec<&str> = list["TPM checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tpm,
+        [
+            "tpm-device-node",
+            "tpm-tcti-opens",
+            "tpm-ek-srk",
+            "tpm-auth-key",
+            "tpm-hierarchy-auth"
+        ]
+    );
+    let text = check(&device, &["--list"]).expect(0).stdout();
+    assert!(text.starts_with("CATEGORY"), "{text}");
+    assert!(text.contains("Connectivity checks  clock-skew"), "{text}");
+}
