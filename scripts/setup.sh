@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the build, the tests and the demo need, once: a second run with
 # everything present installs nothing. Debian/Ubuntu, as root (or with sudo available).
+# Extra package names given as arguments are installed the same way.
 set -euo pipefail
 
 packages=(
@@ -9,6 +10,7 @@ packages=(
   tpm2-tools                           # tests: an independent TPM client to cross-check ours
   curl ca-certificates                 # demo: talk to the daemons' sockets
 )
+packages+=("$@")                       # what a caller needs besides (scripts/package.sh: packaging tools)
 
 missing=()
 for p in "${packages[@]}"; do

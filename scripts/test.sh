@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace (unit, integration against swtpm, real sockets and processes).
+# Runs every test of the workspace (unit, integration against swtpm, real sockets and processes)
+# and the package tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TERM_COLOR=never
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
+# The Debian package, from the debug binaries built above: contents, lintian, install and purge
+# in Debian chroots (tests/package/run.sh says more).
+bash tests/package/run.sh
