@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use aziot_key_common_http::KeyUsage;
 
-use crate::tpm::{KeyObject, PublicKey, Secret, TpmHandle};
+use crate::tpm::{KeyObject, PublicKey, Secret, TpmError, TpmHandle};
 
 use super::crypto::{hmac_sha256, random_bytes, same_bytes};
 use super::error::KeydError;
@@ -131,18 +131,27 @@ pub async fn import_symmetric(
     Ok(SymmetricKey { hmac, sealed })
 }
 
-/// Takes key material read from a file into the TPM and proves the copy before returning it.
+/// Takes key material read from the file `source` into the TPM and proves the copy before
+/// returning it. A key the TPM cannot hold (e.g. RSA-4096) is refused naming the file.
 pub async fn take_into_tpm(
     tpm: &TpmHandle,
     material: &Material,
+    source: &std::path::Path,
 ) -> Result<Option<StoredKey>, KeydError> {
     let stored = match material {
         Material::Symmetric(bytes) => StoredKey::Key(
             import_symmetric(tpm, bytes.clone(), Purposes::for_file_bytes(bytes.len())).await?,
         ),
-        Material::KeyPair { pkcs8_der, .. } => {
-            StoredKey::KeyPair(Arc::new(tpm.import_key_pair(pkcs8_der.clone()).await?))
-        }
+        Material::KeyPair { pkcs8_der, .. } => StoredKey::KeyPair(Arc::new(
+            tpm.import_key_pair(pkcs8_der.clone())
+                .await
+                .map_err(|e| match e {
+                    TpmError::InvalidKey(why) => {
+                        TpmError::InvalidKey(format!("{why} (key file {})", source.display()))
+                    }
+                    other => other,
+                })?,
+        )),
     };
     Ok(prove(tpm, &stored, material).await?.then_some(stored))
 }

@@ -30,7 +30,7 @@ pub async fn migrate(
         reason,
     })?;
     drop(bytes);
-    let Some(stored) = take_into_tpm(tpm, &material).await? else {
+    let Some(stored) = take_into_tpm(tpm, &material, &plaintext).await? else {
         return Err(KeydError::NotProven {
             id: id.to_owned(),
             path: plaintext,

@@ -223,3 +223,23 @@ fn preloaded_file_keys_are_used_in_place_and_other_schemes_are_a_clear_400() {
         d.log()
     );
 }
+
+#[test]
+fn an_upstream_key_pair_the_tpm_cannot_hold_is_refused_naming_its_file_and_kept() {
+    let tpm = Swtpm::start();
+    let d = Daemon::start(&tpm);
+    std::fs::create_dir_all(d.keys_dir()).unwrap();
+    // RSA-3072: a real key upstream's file backend can hold, which this TPM cannot.
+    let rsa = PKey::from_rsa(openssl::rsa::Rsa::generate(3072).unwrap()).unwrap();
+    let file = upstream_file(&d, "big-rsa");
+    std::fs::write(&file, rsa.private_key_to_pem_pkcs8().unwrap()).unwrap();
+
+    let r = d.keyd_get("/keypair/big-rsa");
+    let message = r.message();
+    assert_eq!(r.status, 400, "{message}");
+    assert!(
+        message.contains("RSA-3072") && message.contains(&file.display().to_string()),
+        "{message}"
+    );
+    assert!(file.exists(), "the operator's only copy must stay");
+}
