@@ -438,6 +438,11 @@ boot() {
     kill -0 "$nspawn" 2> /dev/null || break
     sleep 0.5
   done
+  echo "container PID 1: ${ct:-not found} (children of nspawn $nspawn: $(pgrep -P "$nspawn" | tr '\n' ' '))"
+  if [ -n "$ct" ]; then
+    echo "is-system-running: $(in_ct systemctl is-system-running 2>&1)"
+    in_ct systemctl list-jobs --no-pager 2>&1 | head -10
+  fi
   ct=""
   tail -30 "$work/boot.log"
   return 1
