@@ -421,8 +421,9 @@ write_config() { # ROOT PATH OWNER TEXT
   in_root "$1" chown "$3:$3" "$2"
   chmod 0600 "$1$2"
 }
-# in_ct COMMAND...: runs COMMAND in the booted container (its PID 1's namespaces).
-in_ct() { nsenter -t "$ct" -a "$@"; }
+# in_ct COMMAND...: runs COMMAND in the booted container (its PID 1's namespaces, root and cwd:
+# entering the mount namespace alone does not move the root when this script runs in a chroot).
+in_ct() { nsenter -t "$ct" -a --root --wd "$@"; }
 # boot ROOT: starts systemd in ROOT (systemd-nspawn, own network namespace) and waits until it
 # has booted; sets nspawn and ct (the container's PID 1).
 boot() {
@@ -464,15 +465,21 @@ proc_status() {
 tpm_info_via_socket() {
   in_ct aziot-tpm tpm-info -o json | grep -q registration_id && in_ct systemctl is-active -q aziot-keyd.service
 }
+# journald may file a line a moment after the daemon wrote it: look again for up to 10 s.
 switched_after_configs() {
-  in_ct journalctl -u aziot-keyd.service --no-pager | grep -q "configs read; now running as aziotks"
+  local _
+  for _ in $(seq 1 40); do
+    in_ct journalctl -u aziot-keyd.service --no-pager | grep -q "configs read; now running as aziotks" && return 0
+    sleep 0.25
+  done
+  return 1
 }
 # identityd-dps derives the registration ID from the EK, read through tpmd.sock as aziotid
 # (group aziottpm), before it sends anything to DPS.
 identityd_registers() {
   local _
   in_ct systemctl start aziot-identityd.service || return 1
-  for _ in $(seq 1 40); do
+  for _ in $(seq 1 120); do
     if in_ct journalctl -u aziot-identityd.service --no-pager | grep -q 'registering "[a-z0-9]*" with DPS at https://127.0.0.1:9'; then
       in_ct systemctl is-active -q aziot-identityd.service
       return
