@@ -13,7 +13,7 @@
 //!
 //! Must run before the process starts any thread.
 
-use std::ffi::{CStr, CString};
+use aziot_tpm_common::accounts;
 use std::fmt;
 use std::io;
 
@@ -58,7 +58,7 @@ impl fmt::Display for Identity {
         let groups: Vec<String> = self
             .groups
             .iter()
-            .map(|g| match group_name(*g) {
+            .map(|g| match accounts::group_name(*g) {
                 Some(name) => format!("{name}({g})"),
                 None => g.to_string(),
             })
@@ -141,25 +141,24 @@ pub fn become_user(name: &str) -> Result<Identity, PrivilegeError> {
 
 /// Looks `name` up in the user and group databases.
 pub fn resolve(name: &str) -> Result<Identity, PrivilegeError> {
-    let c_name = CString::new(name).map_err(|_| PrivilegeError::InvalidName {
-        name: name.to_owned(),
-    })?;
-    let lookup = |source| PrivilegeError::Lookup {
-        name: name.to_owned(),
-        source,
-    };
-    let (uid, gid) =
-        lookup_user(&c_name)
-            .map_err(lookup)?
-            .ok_or_else(|| PrivilegeError::UnknownUser {
-                name: name.to_owned(),
-            })?;
-    let groups = group_list(&c_name, gid).map_err(lookup)?;
+    if name.contains('\0') {
+        return Err(PrivilegeError::InvalidName {
+            name: name.to_owned(),
+        });
+    }
+    let account = accounts::lookup(name)
+        .map_err(|source| PrivilegeError::Lookup {
+            name: name.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| PrivilegeError::UnknownUser {
+            name: name.to_owned(),
+        })?;
     Ok(Identity {
-        name: name.to_owned(),
-        uid,
-        gid,
-        groups,
+        name: account.name,
+        uid: account.uid,
+        gid: account.gid,
+        groups: account.groups,
     })
 }
 
@@ -239,74 +238,6 @@ fn capabilities() -> io::Result<(u64, u64)> {
     ))
 }
 
-/// (uid, primary gid) of `name`, or None if there is no such user.
-fn lookup_user(name: &CStr) -> io::Result<Option<(libc::uid_t, libc::gid_t)>> {
-    let mut buf: Vec<libc::c_char> = vec![0; 1024];
-    loop {
-        // SAFETY: an all-zero passwd is a valid out-value (pointers null, ids 0).
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call and `buf.len()` is its size.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                name.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        match rc {
-            0 if result.is_null() => return Ok(None),
-            0 => return Ok(Some((pwd.pw_uid, pwd.pw_gid))),
-            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            // "Not found" is also reported as one of these by some NSS modules.
-            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
-            rc => return Err(io::Error::from_raw_os_error(rc)),
-        }
-    }
-}
-
-/// `name`'s groups as initgroups(3) would set them: its primary group plus every group that
-/// lists it as a member.
-fn group_list(name: &CStr, gid: libc::gid_t) -> io::Result<Vec<libc::gid_t>> {
-    let mut capacity: libc::c_int = 32;
-    loop {
-        let mut groups: Vec<libc::gid_t> = vec![0; capacity as usize];
-        let mut count = capacity;
-        // SAFETY: `groups` holds `count` entries; glibc writes at most that many and sets
-        // `count` to the number needed when they do not fit.
-        let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
-        if rc >= 0 {
-            groups.truncate(count.max(0) as usize);
-            return Ok(groups);
-        }
-        if capacity >= 65_536 {
-            return Err(io::Error::other("the user is in more than 65536 groups"));
-        }
-        capacity = count.max(capacity * 2);
-    }
-}
-
-/// The name of group `gid`, for log lines; None if it has none or the lookup fails.
-fn group_name(gid: libc::gid_t) -> Option<String> {
-    let mut buf: Vec<libc::c_char> = vec![0; 4096];
-    // SAFETY: an all-zero group is a valid out-value.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call and `buf.len()` is its size.
-    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: on success gr_name points to a NUL-terminated string inside `buf`.
-    Some(
-        unsafe { CStr::from_ptr(grp.gr_name) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,12 +298,6 @@ mod tests {
     }
 
     fn current_user_name(uid: libc::uid_t) -> Option<String> {
-        // SAFETY: getpwuid returns a pointer into static storage or null; read at once.
-        let pwd = unsafe { libc::getpwuid(uid) };
-        (!pwd.is_null()).then(|| {
-            unsafe { CStr::from_ptr((*pwd).pw_name) }
-                .to_string_lossy()
-                .into_owned()
-        })
+        accounts::user_name(uid)
     }
 }

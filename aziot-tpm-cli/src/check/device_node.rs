@@ -3,7 +3,7 @@
 //! packaging never grants this (its tpmd user is not in `tss`), so a fresh gateway fails at the
 //! first TPM command; this check says what to change.
 
-use std::ffi::{CStr, CString};
+use aziot_tpm_common::accounts;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -40,72 +40,24 @@ pub fn can_read_write(perms: Perms, user: &User) -> bool {
     bits & 0o6 == 0o6
 }
 
-/// Runs a reentrant `get*_r` lookup into a zeroed `T` and a buffer it may point into (returned
-/// with it, so the pointers stay valid). `Ok(None)`: no such entry.
-fn lookup_r<T>(
-    call: impl FnOnce(*mut T, *mut libc::c_char, usize, *mut *mut T) -> libc::c_int,
-) -> Result<Option<(T, Vec<libc::c_char>)>, std::io::Error> {
-    // SAFETY: an all-zero passwd/group is a valid out-parameter.
-    let mut entry: T = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut T = std::ptr::null_mut();
-    let rc = call(&mut entry, buf.as_mut_ptr(), buf.len(), &mut result);
-    match rc {
-        0 if result.is_null() => Ok(None),
-        0 => Ok(Some((entry, buf))),
-        libc::ENOENT | libc::ESRCH => Ok(None),
-        e => Err(std::io::Error::from_raw_os_error(e)),
-    }
-}
-
 /// Looks a user up in the passwd database, with every group it belongs to.
 pub fn lookup_user(name: &str) -> Result<Option<User>, String> {
-    let c_name = CString::new(name).map_err(|_| format!("user name {name:?} contains a NUL byte"))?;
-    // SAFETY: getpwnam_r writes only into the entry and the buffer whose length it is given.
-    let found = lookup_r(|pwd, buf, len, result| unsafe { libc::getpwnam_r(c_name.as_ptr(), pwd, buf, len, result) })
-        .map_err(|e| format!("cannot look up user {name:?}: {e}"))?;
-    let Some((pwd, _buf)) = found else {
-        return Ok(None);
-    };
-    let (uid, gid) = (pwd.pw_uid, pwd.pw_gid);
-    let mut groups: Vec<libc::gid_t> = vec![0; 64];
-    loop {
-        let mut count = groups.len() as libc::c_int;
-        // SAFETY: `groups` holds `count` entries; getgrouplist updates `count` to the number needed.
-        let rc = unsafe { libc::getgrouplist(c_name.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
-        if rc >= 0 {
-            groups.truncate(count.max(0) as usize);
-            break;
-        }
-        let needed = (count.max(0) as usize).max(groups.len() * 2);
-        if needed > 65_536 {
-            return Err(format!("user {name:?} is in too many groups to list"));
-        }
-        groups.resize(needed, 0);
-    }
-    Ok(Some(User {
-        name: name.to_owned(),
-        uid,
-        groups,
+    let account = accounts::lookup(name).map_err(|e| format!("cannot look up user {name:?}: {e}"))?;
+    Ok(account.map(|a| User {
+        name: a.name,
+        uid: a.uid,
+        groups: a.groups,
     }))
 }
 
 /// The name of a group, or its number.
 pub fn group_name(gid: u32) -> String {
-    // SAFETY: as for getpwnam_r above; gr_name points into the returned buffer.
-    match lookup_r(|grp, buf, len, result| unsafe { libc::getgrgid_r(gid, grp, buf, len, result) }) {
-        Ok(Some((grp, _buf))) => unsafe { CStr::from_ptr(grp.gr_name) }.to_string_lossy().into_owned(),
-        _ => gid.to_string(),
-    }
+    accounts::group_name(gid).unwrap_or_else(|| gid.to_string())
 }
 
 /// The name of a user, or its number.
 pub fn user_name(uid: u32) -> String {
-    // SAFETY: as for getpwnam_r above; pw_name points into the returned buffer.
-    match lookup_r(|pwd, buf, len, result| unsafe { libc::getpwuid_r(uid, pwd, buf, len, result) }) {
-        Ok(Some((pwd, _buf))) => unsafe { CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned(),
-        _ => uid.to_string(),
-    }
+    accounts::user_name(uid).unwrap_or_else(|| uid.to_string())
 }
 
 /// What the node looks like.

@@ -4,7 +4,7 @@
 //! users: `current` (every service user is the invoking user), or a comma-separated list of
 //! `user=UID[:GID]` or `user=other-name` (look that name up instead).
 
-use std::ffi::CString;
+use aziot_tpm_common::accounts;
 
 use super::error::ApplyError;
 
@@ -86,12 +86,12 @@ fn find(name: &'static str, overrides: Option<&str>) -> Result<Option<ServiceUse
                     let gid = gid.parse().map_err(|_| bad_override(entry))?;
                     return Ok(user(uid, gid, vec![gid]));
                 }
-                return Ok(lookup(value)?.and_then(|(uid, gid)| user(uid, gid, groups(value, gid))));
+                return Ok(lookup(value)?.and_then(|(uid, gid, groups)| user(uid, gid, groups)));
             }
         }
         None => {}
     }
-    Ok(lookup(name)?.and_then(|(uid, gid)| user(uid, gid, groups(name, gid))))
+    Ok(lookup(name)?.and_then(|(uid, gid, groups)| user(uid, gid, groups)))
 }
 
 fn bad_override(entry: &str) -> ApplyError {
@@ -100,57 +100,11 @@ fn bad_override(entry: &str) -> ApplyError {
     ))
 }
 
-/// `(uid, gid)` of `name`, through NSS like every other tool.
-fn lookup(name: &str) -> Result<Option<(u32, u32)>, ApplyError> {
-    let failed =
-        |e: std::io::Error| ApplyError::Users(format!("cannot look up the user {name}: {e}"));
-    let cname = CString::new(name)
-        .map_err(|e| failed(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: a zeroed passwd is a valid out-parameter; getpwnam_r writes only into it and
-        // into `buf` (whose length it is given), and `result` points at `pwd` or is null.
-        let (rc, found) = unsafe {
-            let mut pwd: libc::passwd = std::mem::zeroed();
-            let mut result: *mut libc::passwd = std::ptr::null_mut();
-            let rc = libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            );
-            (rc, (!result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid)))
-        };
-        match rc {
-            0 => return Ok(found),
-            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 2, 0),
-            libc::ENOENT | libc::ESRCH => return Ok(None),
-            e => return Err(failed(std::io::Error::from_raw_os_error(e))),
-        }
-    }
-}
-
-fn groups(name: &str, gid: u32) -> Vec<u32> {
-    let Ok(cname) = CString::new(name) else {
-        return vec![gid];
-    };
-    let mut capacity: libc::c_int = 32;
-    loop {
-        let mut list = vec![0 as libc::gid_t; capacity as usize];
-        let mut count = capacity;
-        // SAFETY: `list` has room for `count` entries; getgrouplist writes at most that many and
-        // updates `count` to how many there are.
-        let rc = unsafe { libc::getgrouplist(cname.as_ptr(), gid, list.as_mut_ptr(), &mut count) };
-        if rc >= 0 {
-            list.truncate(count.max(0) as usize);
-            return list;
-        }
-        if count <= capacity || capacity > 65536 {
-            return vec![gid];
-        }
-        capacity = count;
-    }
+/// `(uid, gid)` of `name` and all its groups, through NSS like every other tool.
+fn lookup(name: &str) -> Result<Option<(u32, u32, Vec<u32>)>, ApplyError> {
+    let account = accounts::lookup(name)
+        .map_err(|e| ApplyError::Users(format!("cannot look up the user {name}: {e}")))?;
+    Ok(account.map(|a| (a.uid, a.gid, a.groups)))
 }
 
 #[cfg(test)]
@@ -194,9 +148,9 @@ mod tests {
 
     #[test]
     fn root_is_found_with_its_groups() {
-        let (uid, gid) = lookup("root").ok().flatten().unwrap();
+        let (uid, gid, groups) = lookup("root").ok().flatten().unwrap();
         assert_eq!((uid, gid), (0, 0));
-        assert!(groups("root", 0).contains(&0));
+        assert!(groups.contains(&0));
         assert!(lookup("no-such-user-here").ok().unwrap().is_none());
     }
 }

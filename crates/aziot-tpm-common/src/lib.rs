@@ -2,6 +2,7 @@
 //! API (upstream's `aziot-tpm-common-http`, byte for byte) and the registration ID that the DPS
 //! device SDKs derive from the EK.
 
+pub mod accounts;
 pub mod http;
 mod registration;
 

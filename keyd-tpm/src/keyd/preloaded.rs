@@ -65,7 +65,7 @@ impl Preloaded {
             reason,
         })?;
         drop(bytes);
-        let stored = take_into_tpm(tpm, &material, &path)
+        let stored = take_into_tpm(tpm, &material, path)
             .await?
             .ok_or_else(|| KeydError::NotProven {
                 id: id.to_owned(),
