@@ -60,6 +60,10 @@ pub struct Failure {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes away
+    // (`aziot-tpm tpm-info | head -1`) instead of panicking on a write to a closed pipe.
+    // SAFETY: restores the default action of one signal before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // Installed as /usr/bin/aziotctl (a symlink), this program wraps upstream's aziotctl.
     if check::aziotctl::invoked_as_aziotctl() {
         return check::aziotctl::main();

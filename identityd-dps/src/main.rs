@@ -5,6 +5,8 @@
 
 use std::process::ExitCode;
 
+use aziot_http::shutdown_signal;
+
 fn main() -> ExitCode {
     env_logger::Builder::new()
         .parse_filters(&std::env::var("AZIOT_LOG").unwrap_or_else(|_| "info".into()))
@@ -29,19 +31,4 @@ fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     runtime.block_on(identityd_dps::run(config, shutdown_signal()))?;
     log::info!("identityd-dps stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        log::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM received, shutting down"),
-        _ = int.recv() => log::info!("SIGINT received, shutting down"),
-    }
 }

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aziot_http::{listen, serve, Endpoint, ServerOptions, SystemdSockets};
+use aziot_http::{listen, serve, shutdown_signal, Endpoint, ServerOptions, SystemdSockets};
 use keyd_tpm::config::TpmdConfig;
 use keyd_tpm::keyd::{KeyService, KeydConfig};
 use keyd_tpm::tpm::TpmHandle;
@@ -109,19 +109,4 @@ fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
 /// Resolves when the shutdown signal has been received (or its sender is gone).
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        log::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM received, shutting down"),
-        _ = int.recv() => log::info!("SIGINT received, shutting down"),
-    }
 }

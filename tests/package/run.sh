@@ -463,7 +463,9 @@ proc_status() {
   in_ct cat "/proc/$pid/status" | sed -n "s/^$2:[[:space:]]*//p" | tr -s '[:space:]' ' ' | sed 's/ $//'
 }
 tpm_info_via_socket() {
-  in_ct aziot-tpm tpm-info -o json | grep -q registration_id && in_ct systemctl is-active -q aziot-keyd.service
+  local info
+  info=$(in_ct aziot-tpm tpm-info -o json) || return 1
+  grep -q registration_id <<<"$info" && in_ct systemctl is-active -q aziot-keyd.service
 }
 # journald may file a line a moment after the daemon wrote it: look again for up to 10 s.
 switched_after_configs() {

@@ -33,6 +33,7 @@ mod request;
 mod response;
 mod server;
 mod service;
+mod signal;
 mod systemd;
 
 pub use bind::{bind_unix, BindError};
@@ -44,6 +45,7 @@ pub use request::Request;
 pub use response::Response;
 pub use server::{serve, ServerOptions, BODY_READ_TIMEOUT, MAX_BODY_BYTES, SHUTDOWN_GRACE};
 pub use service::Service;
+pub use signal::shutdown_signal;
 pub use systemd::{SystemdError, SystemdSockets};
 
 /// Re-exported so services need no direct dependency on `http`/`bytes`.

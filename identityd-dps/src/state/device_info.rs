@@ -41,21 +41,11 @@ impl DeviceInfo {
         if text.trim() == "unprovisioned" {
             return Ok(None);
         }
-        toml::from_str(&text)
-            .map(Some)
-            .map_err(|e| StateError::Invalid {
-                path,
-                reason: e.to_string(),
-            })
+        super::parse_toml(path, &text).map(Some)
     }
 
     pub fn save(&self, homedir: &Path) -> Result<(), StateError> {
-        let path = homedir.join(super::DEVICE_INFO);
-        let text = toml::to_string(self).map_err(|e| StateError::Invalid {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        super::write_atomic(&path, text.as_bytes())
+        super::save_toml(&homedir.join(super::DEVICE_INFO), self)
     }
 
     pub fn remove(homedir: &Path) -> Result<(), StateError> {

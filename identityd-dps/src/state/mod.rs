@@ -104,6 +104,26 @@ pub(crate) fn sha256_hex(s: &str) -> String {
     data_encoding::HEXLOWER.encode(&openssl::sha::sha256(s.as_bytes()))
 }
 
+/// Parses the text of a TOML state file read from `path`.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: PathBuf,
+    text: &str,
+) -> Result<T, StateError> {
+    toml::from_str(text).map_err(|e| StateError::Invalid {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Writes `value` as TOML to `path`, atomically.
+pub fn save_toml<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let text = toml::to_string(value).map_err(|e| StateError::Invalid {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, text.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

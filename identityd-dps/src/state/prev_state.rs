@@ -122,21 +122,11 @@ impl PrevState {
         let Some(text) = super::read_optional(&path)? else {
             return Ok(None);
         };
-        toml::from_str(&text)
-            .map(Some)
-            .map_err(|e| StateError::Invalid {
-                path,
-                reason: e.to_string(),
-            })
+        super::parse_toml(path, &text).map(Some)
     }
 
     pub fn save(&self, homedir: &Path) -> Result<(), StateError> {
-        let path = homedir.join(super::PREV_STATE);
-        let text = toml::to_string(self).map_err(|e| StateError::Invalid {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        super::write_atomic(&path, text.as_bytes())
+        super::save_toml(&homedir.join(super::PREV_STATE), self)
     }
 
     pub fn remove(homedir: &Path) -> Result<(), StateError> {
