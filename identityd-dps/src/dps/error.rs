@@ -13,7 +13,8 @@ pub enum DpsError {
     #[error(
         "DPS does not accept registration ID {registration_id:?} in ID scope {scope_id:?} ({detail}). \
          Create an individual enrollment with TPM attestation for registration ID {registration_id:?} and \
-         endorsement key {endorsement_key} (`aziot-tpm tpm-info` prints both), or enable it if it exists"
+         endorsement key {endorsement_key} (`aziot-tpm tpm-info` prints both; `aziot-tpm enroll` creates it \
+         from a DPS connection string), or enable it if it exists"
     )]
     NotEnrolled {
         registration_id: String,
