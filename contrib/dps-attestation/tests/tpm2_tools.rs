@@ -34,51 +34,7 @@ impl Device {
         let dir = TempDir::new().unwrap();
         let cwd = dir.path();
 
-        // TCG default EK (RSA-2048, AES-128-CFB, 256 zero bytes unique), created straight into the
-        // persistent handle; `-u` writes the TPM2B_PUBLIC with its size prefix (same as
-        // `tpm2_readpublic -f tss`).
-        tpm.tpm2_ok(
-            "tpm2_createek",
-            &["-c", EK_HANDLE, "-G", "rsa", "-u", "ek.pub"],
-            cwd,
-        );
-
-        // aziot SRK: `-u` takes a little-endian u16 length, then the unique bytes (256 zeros).
-        let mut unique = 256u16.to_le_bytes().to_vec();
-        unique.extend_from_slice(&[0; 256]);
-        fs::write(cwd.join("srk.unique"), unique).unwrap();
-        tpm.tpm2_ok(
-            "tpm2_createprimary",
-            &[
-                "-C",
-                "o",
-                "-G",
-                "rsa2048:null:aes128cfb",
-                "-a",
-                "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt",
-                "-u",
-                "srk.unique",
-                "-c",
-                "srk.ctx",
-            ],
-            cwd,
-        );
-        tpm.tpm2_ok(
-            "tpm2_evictcontrol",
-            &["-C", "o", "-c", "srk.ctx", SRK_HANDLE],
-            cwd,
-        );
-        tpm.tpm2_ok("tpm2_flushcontext", &["-t"], cwd);
-        tpm.tpm2_ok(
-            "tpm2_readpublic",
-            &[
-                "-c", SRK_HANDLE, "-f", "tss", "-o", "srk.pub", "-n", "srk.name",
-            ],
-            cwd,
-        );
-
-        let ek_public = fs::read(cwd.join("ek.pub")).unwrap();
-        let srk_public = fs::read(cwd.join("srk.pub")).unwrap();
+        let (ek_public, srk_public) = tpm.tpm2_provision_ek_srk(cwd);
         Self {
             tpm,
             dir,

@@ -80,6 +80,45 @@ impl Swtpm {
             .unwrap_or_else(|e| panic!("cannot run {tool} ({e}); install tpm2-tools"))
     }
 
+    /// Persists, with tpm2-tools (a TPM client independent of ours), the TCG default EK at
+    /// 0x81010001 and upstream aziot's SRK at 0x81000001, as a device SDK would find them.
+    /// Leaves `ek.pub`, `srk.pub` (TPM2B_PUBLIC with its size prefix) and `srk.name` in `cwd` and
+    /// returns the two public areas.
+    pub fn tpm2_provision_ek_srk(&self, cwd: &Path) -> (Vec<u8>, Vec<u8>) {
+        // TCG default EK (RSA-2048, AES-128-CFB, 256 zero bytes unique), created straight into
+        // the persistent handle; `-u` writes the TPM2B_PUBLIC with its size prefix.
+        self.tpm2_ok("tpm2_createek", &["-c", "0x81010001", "-G", "rsa", "-u", "ek.pub"], cwd);
+        // aziot SRK: `-u` takes a little-endian u16 length, then the unique bytes (256 zeros).
+        let mut unique = 256u16.to_le_bytes().to_vec();
+        unique.extend_from_slice(&[0; 256]);
+        std::fs::write(cwd.join("srk.unique"), unique).expect("write srk.unique");
+        self.tpm2_ok(
+            "tpm2_createprimary",
+            &[
+                "-C",
+                "o",
+                "-G",
+                "rsa2048:null:aes128cfb",
+                "-a",
+                "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt",
+                "-u",
+                "srk.unique",
+                "-c",
+                "srk.ctx",
+            ],
+            cwd,
+        );
+        self.tpm2_ok("tpm2_evictcontrol", &["-C", "o", "-c", "srk.ctx", "0x81000001"], cwd);
+        self.tpm2_ok("tpm2_flushcontext", &["-t"], cwd);
+        self.tpm2_ok(
+            "tpm2_readpublic",
+            &["-c", "0x81000001", "-f", "tss", "-o", "srk.pub", "-n", "srk.name"],
+            cwd,
+        );
+        let read = |name: &str| std::fs::read(cwd.join(name)).expect("tpm2-tools output");
+        (read("ek.pub"), read("srk.pub"))
+    }
+
     /// Like [`Swtpm::tpm2`] but panics, with the tool's stderr, unless it succeeds.
     pub fn tpm2_ok(&self, tool: &str, args: &[&str], cwd: &Path) -> Vec<u8> {
         let out = self.tpm2(tool, args, cwd);

@@ -59,41 +59,7 @@ impl ToolsDevice {
         let tpm = Swtpm::start();
         let dir = tempfile::tempdir().unwrap();
         let cwd = dir.path();
-        tpm.tpm2_ok(
-            "tpm2_createek",
-            &["-c", "0x81010001", "-G", "rsa", "-u", "ek.pub"],
-            cwd,
-        );
-        let mut unique = 256u16.to_le_bytes().to_vec();
-        unique.extend_from_slice(&[0; 256]);
-        fs::write(cwd.join("srk.unique"), unique).unwrap();
-        tpm.tpm2_ok(
-            "tpm2_createprimary",
-            &[
-                "-C",
-                "o",
-                "-G",
-                "rsa2048:null:aes128cfb",
-                "-a",
-                "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt",
-                "-u",
-                "srk.unique",
-                "-c",
-                "srk.ctx",
-            ],
-            cwd,
-        );
-        tpm.tpm2_ok(
-            "tpm2_evictcontrol",
-            &["-C", "o", "-c", "srk.ctx", "0x81000001"],
-            cwd,
-        );
-        tpm.tpm2_ok("tpm2_flushcontext", &["-t"], cwd);
-        tpm.tpm2_ok(
-            "tpm2_readpublic",
-            &["-c", "0x81000001", "-f", "tss", "-o", "srk.pub"],
-            cwd,
-        );
+        tpm.tpm2_provision_ek_srk(cwd);
         Self { tpm, dir }
     }
 
