@@ -188,21 +188,27 @@ fn open_hint(tcti: &str, e: &tss_esapi::Error) -> String {
     base
 }
 
-/// Flushes transient objects and loaded sessions left on the TPM by a process that died (a TPM
-/// without a resource manager keeps them, and has only about three slots).
+/// Flushes transient objects and sessions left on the TPM by a process that died (a TPM without
+/// a resource manager keeps them, and has only about three object and a few session slots).
+///
+/// The handle ranges queried are TPM_HT_TRANSIENT, TPM_HT_LOADED_SESSION and
+/// TPM_HT_SAVED_SESSION. A session query lists HMAC sessions (0x02…) and policy sessions
+/// (0x03…) alike, whichever range was asked for, so both types are flushed from both lists.
 fn flush_leftovers(ctx: &mut Context) -> Result<(), TpmError> {
-    const TRANSIENT_FIRST: u32 = 0x8000_0000;
-    const HMAC_SESSION_FIRST: u32 = 0x0200_0000;
-    const POLICY_SESSION_FIRST: u32 = 0x0300_0000;
+    const TRANSIENT: u32 = 0x8000_0000;
+    const LOADED_SESSION: u32 = 0x0200_0000;
+    const SAVED_SESSION: u32 = 0x0300_0000;
     let mut flushed = 0;
-    for first in [TRANSIENT_FIRST, HMAC_SESSION_FIRST, POLICY_SESSION_FIRST] {
+    for first in [TRANSIENT, LOADED_SESSION, SAVED_SESSION] {
         let (data, _) = ctx
             .get_capability(CapabilityType::Handles, first, 64)
             .during("TPM2_GetCapability(handles)")?;
         let CapabilityData::Handles(list) = data else { continue };
         for handle in list.iter() {
             let raw = u32::from(*handle);
-            if raw >> 24 != first >> 24 {
+            let kind = raw >> 24;
+            let wanted = if first == TRANSIENT { kind == TRANSIENT >> 24 } else { kind == 0x02 || kind == 0x03 };
+            if !wanted {
                 continue;
             }
             let flushed_one = TpmHandle::try_from(raw)
