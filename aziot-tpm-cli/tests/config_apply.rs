@@ -110,6 +110,36 @@ fn dps_tpm_gives_upstreams_files_byte_for_byte() {
     assert_eq!(report["warnings"], Value::Array(vec![]));
 }
 
+/// What upstream's own `aziotctl config apply` 1.6.0 wrote (`tests/fixtures/upstream-config-apply`),
+/// kept as it wrote it: ours must be the same file but for the tool named in the header line and
+/// the aziotid uid of the machine it ran on.
+fn assert_matches_upstreams_output(case: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/upstream-config-apply").join(case);
+    let read = |rel: &str| std::fs::read_to_string(dir.join(rel)).unwrap_or_else(|e| panic!("{case}/{rel}: {e}"));
+    let root = Root::with(&read("config.toml"));
+    let report = root.apply_json("current", &[]);
+    assert_eq!(report["warnings"], Value::Array(vec![]), "{case}");
+    let (uid, _) = me();
+    for service in SERVICES {
+        let upstream = read(&format!("{service}/00-super.toml")).replace("uid = 9903", &format!("uid = {uid}"));
+        let ours = std::fs::read_to_string(root.written(service)).unwrap();
+        let ours = ours.replacen("`aziot-tpm config apply`", "`aziotctl config apply`", 1);
+        assert_eq!(ours, upstream, "{case}: {service}'s file differs from upstream's");
+        let mode = std::fs::metadata(root.written(service)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{case}: {service} (owners-and-modes.txt says -rw-------)");
+    }
+}
+
+#[test]
+fn upstreams_rich_config_gives_its_files_with_tcti_and_passwords_as_byte_arrays() {
+    assert_matches_upstreams_output("rich");
+}
+
+#[test]
+fn upstreams_minimal_config_with_a_registration_id_gives_its_files() {
+    assert_matches_upstreams_output("regid");
+}
+
 #[test]
 fn max_requests_land_where_upstream_writes_them() {
     assert_matches_fixture("dps-tpm-throttle-limits");

@@ -31,7 +31,8 @@ pub struct TpmdConfig {
 /// The part upstream shares between the tpmd config and the super-config's `[tpm]` table.
 #[derive(Debug, Deserialize)]
 pub struct SharedTpmConfig {
-    #[serde(default = "default_tcti")]
+    /// A string, or the array of byte values upstream's `config apply` writes.
+    #[serde(default = "default_tcti", deserialize_with = "tcti")]
     pub tcti: String,
     #[serde(default = "default_auth_key_index", deserialize_with = "auth_key_index")]
     pub auth_key_index: u32,
@@ -41,9 +42,10 @@ pub struct SharedTpmConfig {
 
 #[derive(Default, Deserialize)]
 pub struct HierarchyAuthorization {
-    #[serde(default)]
+    /// Each a string or an array of byte values, like `tcti`.
+    #[serde(default, deserialize_with = "endorsement")]
     pub endorsement: Zeroizing<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "owner")]
     pub owner: Zeroizing<String>,
 }
 
@@ -79,6 +81,16 @@ fn default_homedir() -> PathBuf {
 }
 fn default_endpoint() -> String {
     DEFAULT_TPMD_ENDPOINT.into()
+}
+
+fn tcti<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    aziot_config::forms::text_or_bytes(d, "tcti").map(|t| t.to_string())
+}
+fn endorsement<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Error> {
+    aziot_config::forms::text_or_bytes(d, "hierarchy_authorization.endorsement")
+}
+fn owner<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Error> {
+    aziot_config::forms::text_or_bytes(d, "hierarchy_authorization.owner")
 }
 
 /// Upstream wants a TOML integer (`auth_key_index = 0x00_01_00`) while its own template shows a
@@ -153,6 +165,31 @@ mod tests {
     fn auth_key_index_out_of_range_says_the_range() {
         let e = parse("auth_key_index = 0x80_00_00").unwrap_err().to_string();
         assert!(e.contains("0x00_00_00..=0x7F_FF_FF"), "{e}");
+    }
+
+    /// What upstream's `aziotctl config apply` 1.6.0 wrote for `[tpm]` with a swtpm TCTI, an
+    /// auth key index and both hierarchy passwords.
+    const UPSTREAM_RICH_TPMD: &str = include_str!("../../tests/fixtures/upstream-config-apply/rich/tpmd/00-super.toml");
+
+    #[test]
+    fn upstreams_byte_array_form_reads_as_the_strings_it_encodes() {
+        let c = parse(UPSTREAM_RICH_TPMD).unwrap();
+        assert_eq!(c.shared.tcti, "swtpm:host=127.0.0.1,port=2321");
+        assert_eq!(c.shared.auth_key_index, 257);
+        assert_eq!(c.max_requests, 5);
+        assert_eq!(&*c.shared.hierarchy_authorization.endorsement, "e-pass");
+        assert_eq!(&*c.shared.hierarchy_authorization.owner, "o-pass");
+        let strings = parse("tcti = \"swtpm:host=127.0.0.1,port=2321\"\n[hierarchy_authorization]\nowner = \"o-pass\"").unwrap();
+        assert_eq!(strings.shared.tcti, c.shared.tcti);
+        assert_eq!(&*strings.shared.hierarchy_authorization.owner, "o-pass");
+    }
+
+    #[test]
+    fn a_bad_byte_value_names_its_key_despite_the_flattened_table() {
+        let e = parse("tcti = [115, 999]").unwrap_err().to_string();
+        assert!(e.contains("`tcti`") && e.contains("999"), "{e}");
+        let e = parse("[hierarchy_authorization]\nowner = [0]").unwrap_err().to_string();
+        assert!(e.contains("`hierarchy_authorization.owner`"), "{e}");
     }
 
     #[test]

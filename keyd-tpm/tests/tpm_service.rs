@@ -297,3 +297,33 @@ fn tpm_info_reports_the_tpm_and_whether_the_auth_key_is_there() {
     assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200);
     assert_eq!(daemon.get("/tpm_info").json()["auth_key_present"], true);
 }
+
+/// Upstream's `config apply` writes `tcti` and the hierarchy passwords as arrays of byte values
+/// (`tests/fixtures/upstream-config-apply/rich/tpmd/00-super.toml`); keyd-tpm runs on that form.
+#[test]
+fn the_byte_array_form_upstreams_config_apply_writes_opens_the_tpm_with_its_passwords() {
+    let tpm = Swtpm::start();
+    let work = tempfile::tempdir().unwrap();
+    tpm.tpm2_ok("tpm2_changeauth", &["-c", "o", "o-pass"], work.path());
+    tpm.tpm2_ok("tpm2_changeauth", &["-c", "e", "e-pass"], work.path());
+    let bytes = |s: &str| format!("[{}]", s.bytes().map(|b| b.to_string()).collect::<Vec<_>>().join(", "));
+
+    let mut daemon = Daemon::start_with_result(&tpm, "");
+    // The base file names no usable TPM: only the snippet's byte-array tcti can open it.
+    daemon.tcti = "device:/nonexistent/tpmrm0".into();
+    let snippet_dir = daemon.dir.path().join("config.d");
+    std::fs::create_dir_all(&snippet_dir).unwrap();
+    std::fs::write(
+        snippet_dir.join("00-super.toml"),
+        format!(
+            "max_requests = 5\ntcti = {}\n\n[hierarchy_authorization]\nendorsement = {}\nowner = {}\n",
+            bytes(&tpm.tcti()),
+            bytes("e-pass"),
+            bytes("o-pass")
+        ),
+    )
+    .unwrap();
+    daemon.spawn().unwrap();
+    assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200, "{}", daemon.log());
+    assert_eq!(daemon.sign_ok(b"m"), hmac_sha256(&KEY_A, b"m"));
+}

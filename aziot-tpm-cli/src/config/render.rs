@@ -2,6 +2,8 @@
 //! them (its `toml` 0.5 layout: values, then each table after a blank line; keys left out where
 //! upstream skips defaults), plus our one extension: identityd-dps's `[cloud]` table at the end.
 
+use aziot_config::forms::byte_array;
+
 use super::validate::{
     self, Settings, DEFAULT_AUTH_KEY_INDEX, DEFAULT_CLOUD_RETRIES, DEFAULT_MAX_REQUESTS,
     DEFAULT_TCTI,
@@ -111,17 +113,18 @@ pub fn identityd(s: &Settings) -> String {
 pub fn tpmd(s: &Settings, redact: bool) -> String {
     let secret = |v: &str| {
         if redact {
-            "<redacted>".to_owned()
+            toml_string("<redacted>")
         } else {
-            v.to_owned()
+            byte_array(v)
         }
     };
     let mut doc = Doc::default();
     if s.max_requests.tpmd != DEFAULT_MAX_REQUESTS {
         doc.int("max_requests", s.max_requests.tpmd);
     }
+    // Upstream keeps these as C strings, which its serializer writes as arrays of byte values.
     if s.tpm.tcti != DEFAULT_TCTI {
-        doc.str("tcti", &s.tpm.tcti);
+        doc.line("tcti", &byte_array(&s.tpm.tcti));
     }
     if s.tpm.auth_key_index != DEFAULT_AUTH_KEY_INDEX {
         doc.int("auth_key_index", s.tpm.auth_key_index);
@@ -129,10 +132,10 @@ pub fn tpmd(s: &Settings, redact: bool) -> String {
     if !s.tpm.endorsement.is_empty() || !s.tpm.owner.is_empty() {
         doc.table("hierarchy_authorization");
         if !s.tpm.endorsement.is_empty() {
-            doc.str("endorsement", &secret(&s.tpm.endorsement));
+            doc.line("endorsement", &secret(&s.tpm.endorsement));
         }
         if !s.tpm.owner.is_empty() {
-            doc.str("owner", &secret(&s.tpm.owner));
+            doc.line("owner", &secret(&s.tpm.owner));
         }
     }
     doc.finish()

@@ -70,8 +70,11 @@ pub struct LocalId {
     pub domain: String,
 }
 
+/// Upstream's tpmd `SharedConfig`: `tcti` and the passwords are C strings there, so each may be
+/// a string or an array of byte values (what upstream's `config apply` writes into tpmd's file).
 #[derive(Deserialize)]
 pub struct Tpm {
+    #[serde(default, deserialize_with = "tcti")]
     pub tcti: Option<String>,
     /// An integer, or the quoted hex upstream's own template shows; checked in `validate`.
     pub auth_key_index: Option<toml::Value>,
@@ -80,8 +83,21 @@ pub struct Tpm {
 
 #[derive(Default, Deserialize)]
 pub struct HierarchyAuthorization {
+    #[serde(default, deserialize_with = "endorsement")]
     pub endorsement: Option<String>,
+    #[serde(default, deserialize_with = "owner")]
     pub owner: Option<String>,
+}
+
+fn tcti<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    aziot_config::forms::text_or_bytes(d, "tpm.tcti").map(|t| Some(t.to_string()))
+}
+fn endorsement<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    aziot_config::forms::text_or_bytes(d, "tpm.hierarchy_authorization.endorsement")
+        .map(|t| Some(t.to_string()))
+}
+fn owner<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    aziot_config::forms::text_or_bytes(d, "tpm.hierarchy_authorization.owner").map(|t| Some(t.to_string()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +217,19 @@ mod tests {
                 "agent"
             ]
         );
+    }
+
+    #[test]
+    fn tpm_strings_may_be_given_as_byte_arrays_as_in_upstreams_tpmd_file() {
+        let p = parse_str(
+            "[tpm]\ntcti = [100, 101, 118]\n[tpm.hierarchy_authorization]\nowner = \"o\"\nendorsement = [101]\n",
+        )
+        .ok()
+        .unwrap();
+        let tpm = p.raw.tpm.unwrap();
+        let auth = tpm.hierarchy_authorization.unwrap();
+        assert_eq!(tpm.tcti.as_deref(), Some("dev"));
+        assert_eq!((auth.owner.as_deref(), auth.endorsement.as_deref()), (Some("o"), Some("e")));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! and warn about keys we ignore.
 
 mod error;
+pub mod forms;
 mod key_path;
 mod merge;
 mod read;
