@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::daemon::block_on;
 use crate::dps_service::{segment, ConnectionString, DpsError, DpsService};
 use crate::exit::print_json;
+use crate::registration;
 use crate::tpm_read::{self, TpmArgs};
 use crate::{Failure, Output};
 
@@ -27,10 +28,15 @@ pub struct Args {
     #[arg(long, value_name = "STRING", env = "AZIOT_DPS_CONNECTION_STRING", hide_env_values = true)]
     connection_string: Option<String>,
 
-    /// The enrollment's registration ID [default: derived from this TPM's EK, as the device
-    /// derives it].
+    /// The enrollment's registration ID [default: the one DPS will see from this device: the
+    /// configured [provisioning.attestation] registration_id (identityd's config, else the
+    /// super-config), else derived from this TPM's EK as identityd-dps derives it].
     #[arg(long, value_name = "ID")]
     registration_id: Option<String>,
+
+    /// The super-config whose registration_id counts when identityd's config has none yet.
+    #[arg(long, value_name = "PATH", default_value = "/etc/aziot/config.toml")]
+    super_config: PathBuf,
 
     /// The EK to enroll, base64 TPM2B_PUBLIC as `aziot-tpm tpm-info` prints it [default: read
     /// from this TPM]. On an update without it and with --registration-id, the enrolled EK stays.
@@ -120,6 +126,8 @@ struct Enrolled {
     action: &'static str,
     dps: String,
     registration_id: String,
+    /// Where the registration ID came from (the flag, identityd's config, the super-config, the EK).
+    registration_id_source: String,
     /// The enrollment as DPS answered the write.
     enrollment: Value,
 }
@@ -134,9 +142,18 @@ pub fn run(args: Args) -> Result<(), Failure> {
         connection.parse().map_err(|e| Failure::usage(format!("{e}; {CONNECTION_STRING_HELP}")))?;
     let initial_twin = args.initial_twin.as_deref().map(read_initial_twin).transpose()?;
     let mut ek = args.endorsement_key.as_deref().map(parse_ek).transpose()?;
-    let registration_id = match &args.registration_id {
-        Some(id) => id.clone(),
-        None => aziot_tpm_common::registration_id(ek_or_tpm(&mut ek, &args.tpm)?),
+    let (registration_id, registration_id_source) = match &args.registration_id {
+        Some(id) => (id.clone(), "given with --registration-id".to_owned()),
+        None => {
+            let configured = registration::resolve(&args.super_config, None);
+            match configured.registration_id.clone() {
+                Some(id) => (id, configured.describe_source()),
+                None => (
+                    aziot_tpm_common::registration_id(ek_or_tpm(&mut ek, &args.tpm)?),
+                    configured.describe_source(),
+                ),
+            }
+        }
     };
     validate_registration_id(&registration_id)?;
 
@@ -161,7 +178,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         return Err(refused(&DpsError::from_response(&answer), "write"));
     }
     let enrollment = serde_json::from_slice(&answer.body).unwrap_or(body);
-    let enrolled = Enrolled { action, dps: dps.host().to_owned(), registration_id, enrollment };
+    let enrolled = Enrolled { action, dps: dps.host().to_owned(), registration_id, registration_id_source, enrollment };
     match args.output {
         Output::Json => print_json(&enrolled),
         Output::Text => print_text(&enrolled),
@@ -331,7 +348,7 @@ fn print_text(e: &Enrolled) {
     };
     let verb = if e.action == "created" { "Created" } else { "Updated" };
     println!("{verb} the individual enrollment in DPS {}", e.dps);
-    println!("  Registration ID:     {}", e.registration_id);
+    println!("  Registration ID:     {} ({})", e.registration_id, e.registration_id_source);
     println!("  Device ID:           {}", text(&["deviceId"]).unwrap_or_else(|| "(the registration ID)".into()));
     let ek = text(&["attestation", "tpm", "endorsementKey"]).unwrap_or_default();
     println!("  Endorsement key:     {}", abbreviate(&ek));

@@ -9,6 +9,7 @@ mod dps_service;
 mod enroll;
 mod exit;
 mod local;
+mod registration;
 mod reprovision;
 mod status;
 mod tpm_info;
@@ -28,7 +29,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print what a DPS individual enrollment needs: the EK (base64 TPM2B_PUBLIC, paste it as
-    /// the enrollment's endorsement key) and the registration ID derived from it, plus the SRK.
+    /// the enrollment's endorsement key) and the registration ID DPS will see (the configured
+    /// one, else the one derived from the EK) with where it comes from, plus the SRK and the
+    /// [provisioning] block for /etc/aziot/config.toml.
     TpmInfo(tpm_info::Args),
     /// Create or update this device's DPS individual enrollment (TPM attestation) through the
     /// DPS service API, with a DPS connection string. Prints what was enrolled.

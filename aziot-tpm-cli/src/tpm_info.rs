@@ -2,10 +2,13 @@
 //! maker, firmware, persistent handles and EK certificate; from keyd-tpm, or from the TPM itself
 //! when the daemon is not running.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::exit::print_json;
+use crate::registration::{self, DpsRegistration};
 use crate::tpm_read::{self, missing_primary, Source, TpmArgs};
 use crate::{Failure, Output};
 
@@ -13,6 +16,9 @@ use crate::{Failure, Output};
 pub struct Args {
     #[command(flatten)]
     tpm: TpmArgs,
+    /// The super-config whose registration_id counts when identityd's config has none yet.
+    #[arg(long, value_name = "PATH", default_value = "/etc/aziot/config.toml")]
+    super_config: PathBuf,
     /// Output format: text for people, json for scripts.
     #[arg(short, long, value_enum, default_value_t)]
     output: Output,
@@ -20,7 +26,11 @@ pub struct Args {
 
 #[derive(Serialize)]
 struct TpmInfo {
-    registration_id: Option<String>,
+    /// The registration ID DPS will see, where it comes from, and the EK-derived one.
+    #[serde(flatten)]
+    registration: DpsRegistration,
+    /// The `[provisioning]` block for the super-config, which upstream's tools accept too.
+    provisioning_config: Option<String>,
     endorsement_key: Option<String>,
     storage_root_key: Option<String>,
     /// How the TPM was read: `tpm_service` (with `socket`) or `direct` (with `tcti`, `reason`).
@@ -33,8 +43,10 @@ struct TpmInfo {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let reading = tpm_read::read(&args.tpm)?;
+    let registration = registration::resolve(&args.super_config, reading.endorsement_key.as_deref());
     let info = TpmInfo {
-        registration_id: reading.endorsement_key.as_deref().map(aziot_tpm_common::registration_id),
+        provisioning_config: registration.provisioning_block(),
+        registration,
         endorsement_key: reading.endorsement_key.as_deref().map(aziot_tpm_common::b64),
         storage_root_key: reading.storage_root_key.as_deref().map(aziot_tpm_common::b64),
         source: reading.source.clone(),
@@ -51,7 +63,18 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
 fn print_text(info: &TpmInfo) {
     let absent = |name: &str, handle: u32| format!("none ({})", missing_primary(name, handle));
-    println!("Registration ID:  {}", info.registration_id.as_deref().unwrap_or("unknown: no EK"));
+    let r = &info.registration;
+    println!(
+        "Registration ID:  {} ({})",
+        r.registration_id.as_deref().unwrap_or("unknown: no EK"),
+        r.describe_source()
+    );
+    if let Some(from_ek) = r.registration_id_from_ek.as_ref().filter(|id| r.registration_id.as_ref() != Some(id)) {
+        println!("EK-derived ID:    {from_ek} (what identityd-dps would use without a configured one)");
+    }
+    if let Some(pending) = &r.pending_registration_id {
+        println!("Pending:          {pending} in the super-config (run `aziot-tpm config apply` to use it)");
+    }
     println!(
         "Endorsement key:  {}",
         info.endorsement_key.clone().unwrap_or_else(|| absent("EK", aziot_tpm_common::EK_HANDLE))
@@ -74,4 +97,9 @@ fn print_text(info: &TpmInfo) {
         println!("EK certificate:   {}", if d.contains_key("ek_certificate") { "present (see -o json)" } else { "none in NV" });
     }
     println!("Read through:     {}", info.source);
+    if let Some(block) = &info.provisioning_config {
+        println!(
+            "\nFor /etc/aziot/config.toml (aziot-tpm config apply, aziotctl config apply and iotedge config apply all accept it):\n\n{block}"
+        );
+    }
 }

@@ -115,3 +115,23 @@ fn dps_refusals_show_the_error_code_message_and_tracking_id() {
     assert!(run.expect(3).stderr().contains("--trust-ca"), "{run:?}");
     assert!(device.stored_enrollment(PUBLISHED_REGISTRATION_ID).is_null());
 }
+
+/// A configured `registration_id` is what identityd sends, so it is what `enroll` enrolls; the
+/// device then provisions under it.
+#[test]
+fn enroll_uses_the_configured_registration_id_and_the_device_provisions_under_it() {
+    let mut device = Device::with_tpm();
+    device.start_keyd();
+    device.start_emulator();
+    device.write_identityd_config(None, Some("gw-configured"));
+    let none = device.path("none.toml");
+    let run = device.enroll(&["--super-config", none.to_str().unwrap()]);
+    let text = run.expect(0).stdout();
+    assert!(text.contains("Registration ID:     gw-configured (configured: [provisioning.attestation] registration_id in"), "{text}");
+    let tpm = device.cli(&["tpm-info", "-o", "json"]).expect(0).json();
+    assert_eq!(device.stored_enrollment("gw-configured")["attestation"]["tpm"]["endorsementKey"], tpm["endorsement_key"]);
+
+    device.start_identityd_registering_as(None, Some("gw-configured"));
+    let status = device.wait_provisioned(std::time::Duration::from_secs(60));
+    assert_eq!(status["registration_id"], "gw-configured", "{status}");
+}

@@ -151,6 +151,24 @@ impl Device {
     /// address where no DPS listens), with the test's uid as the principal `cli` of `idtype`
     /// (`None`: may do everything).
     pub fn start_identityd(&mut self, idtype: Option<&str>) {
+        self.start_identityd_registering_as(idtype, None);
+    }
+
+    /// `start_identityd` with `[provisioning.attestation] registration_id` set (`None`: derived
+    /// from the EK).
+    pub fn start_identityd_registering_as(&mut self, idtype: Option<&str>, registration_id: Option<&str>) {
+        self.write_identityd_config(idtype, registration_id);
+        let mut command = Command::new(workspace_bin("identityd-dps"));
+        command
+            .env("AZIOT_IDENTITYD_CONFIG", self.path("identityd.toml"))
+            .env("AZIOT_IDENTITYD_CONFIG_DIR", self.path("none"))
+            .env_remove("LISTEN_FDS");
+        let child = spawn(command, &self.path("identityd.log"), &[&self.identityd_socket()]);
+        self.identityd = Some(child);
+    }
+
+    /// identityd's config as `start_identityd_registering_as` runs it, without starting it.
+    pub fn write_identityd_config(&self, idtype: Option<&str>, registration_id: Option<&str>) {
         let uid = std::fs::metadata(self.dir.path()).unwrap().uid();
         let (dps, scope) = match self.ready.is_null() {
             true => ("https://127.0.0.1:9".to_owned(), "0ne00000001".to_owned()),
@@ -165,22 +183,16 @@ impl Device {
         let config = format!(
             "hostname = \"cli-test\"\nhomedir = \"{home}\"\n\
              [provisioning]\nsource = \"dps\"\nglobal_endpoint = \"{dps}\"\nscope_id = \"{scope}\"\n\
-             [provisioning.attestation]\nmethod = \"tpm\"\n\
+             [provisioning.attestation]\nmethod = \"tpm\"\n{registration_id}\
              [cloud]\n{trust}max_backoff_sec = 1\n\
              [endpoints]\naziot_identityd = \"unix://{run}/identityd.sock\"\naziot_keyd = \"unix://{run}/keyd.sock\"\n\
              aziot_tpmd = \"unix://{run}/tpmd.sock\"\n\
              [[principal]]\nuid = {uid}\nname = \"cli\"\n{idtype}",
             home = self.path("identityd").display(),
             run = run.display(),
+            registration_id = registration_id.map(|id| format!("registration_id = \"{id}\"\n")).unwrap_or_default(),
         );
         std::fs::write(self.path("identityd.toml"), config).unwrap();
-        let mut command = Command::new(workspace_bin("identityd-dps"));
-        command
-            .env("AZIOT_IDENTITYD_CONFIG", self.path("identityd.toml"))
-            .env("AZIOT_IDENTITYD_CONFIG_DIR", self.path("none"))
-            .env_remove("LISTEN_FDS");
-        let child = spawn(command, &self.path("identityd.log"), &[&self.identityd_socket()]);
-        self.identityd = Some(child);
     }
 
     pub fn stop_identityd(&mut self) {
