@@ -9,6 +9,7 @@ packages=(
   swtpm swtpm-tools                    # tests and demo: the TPM 2.0 simulator
   tpm2-tools                           # tests: an independent TPM client to cross-check ours
   curl ca-certificates                 # demo: talk to the daemons' sockets
+  tinyproxy                            # tests: a real HTTPS (CONNECT) proxy on loopback
 )
 packages+=("$@")                       # what a caller needs besides (scripts/package.sh: packaging tools)
 

@@ -167,11 +167,14 @@ impl DpsService {
     /// `trust_ca`: extra CA bundles (e.g. the emulator's `ca.pem`), trusted with the system roots
     /// (which honour `SSL_CERT_FILE` and `SSL_CERT_DIR`).
     pub fn new(connection: ConnectionString, trust_ca: &[PathBuf], timeout: Duration) -> Result<Self, Failure> {
-        let mut builder = Client::builder().timeout(timeout);
+        let mut builder = Client::builder().timeout(timeout).proxy_from_env();
         for path in trust_ca {
             builder = builder.trust_ca_file(path);
         }
-        let client = builder.build().map_err(|e| Failure::usage(format!("{e}; fix --trust-ca")))?;
+        let client = builder.build().map_err(|e| match e {
+            cloud_http::Error::ProxyConfig { .. } => Failure::usage(e.to_string()),
+            e => Failure::usage(format!("{e}; fix --trust-ca")),
+        })?;
         Ok(DpsService { connection, client })
     }
 
@@ -196,6 +199,9 @@ impl DpsService {
                 cloud_http::Error::Tls { .. } => {
                     "; for a private CA (e.g. the emulator's ca.pem) pass --trust-ca FILE or set SSL_CERT_FILE"
                 }
+                cloud_http::Error::ProxyConnect { .. }
+                | cloud_http::Error::ProxyAuth { .. }
+                | cloud_http::Error::ProxyRefused { .. } => "",
                 _ => "; check HostName in the connection string and the network",
             };
             Failure::unreachable(format!("cannot reach DPS at {}: {e}{hint}", self.connection.host))

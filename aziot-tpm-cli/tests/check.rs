@@ -38,12 +38,12 @@ fn a_provisioned_device_passes_every_check_in_text_json_and_json_stream() {
     // -o json: aziotctl's document, every check ok (or ignored where it does not apply).
     let json = check(&device, &["-o", "json"]).expect(0).json();
     let checks = json["checks"].as_object().unwrap();
-    assert_eq!(checks.len(), 15, "{json}");
+    assert_eq!(checks.len(), 16, "{json}");
     for (id, c) in checks {
         let result = c["result"]["result"].as_str().unwrap();
         let expected = match id.as_str() {
-            // swtpm is reached over TCP; the super-config is not used in this setup.
-            "tpm-device-node" | "configs-up-to-date" => "ignored",
+            // swtpm is reached over TCP; the super-config is not used in this setup; no proxy.
+            "tpm-device-node" | "configs-up-to-date" | "https-proxy" => "ignored",
             _ => "ok",
         };
         assert_eq!(result, expected, "{id}: {c}");
@@ -78,7 +78,7 @@ fn a_provisioned_device_passes_every_check_in_text_json_and_json_stream() {
         .map(|v| v["name"].as_str().unwrap())
         .collect();
     assert_eq!(sections, ["Configuration checks", "TPM checks", "Connectivity checks"]);
-    assert_eq!(values.iter().filter(|v| v["kind"] == "check").count(), 15);
+    assert_eq!(values.iter().filter(|v| v["kind"] == "check").count(), 16);
     let tcti = values.iter().find(|v| v["id"] == "tpm-tcti-opens").unwrap();
     assert_eq!(tcti["description"], "TPM answers through the configured TCTI");
     assert_eq!(tcti["result"], serde_json::json!({"result": "ok"}));
@@ -332,4 +332,48 @@ fn the_check_list_names_every_check() {
     let text = check(&device, &["--list"]).expect(0).stdout();
     assert!(text.starts_with("CATEGORY"), "{text}");
     assert!(text.contains("Connectivity checks  clock-skew"), "{text}");
+}
+
+/// Behind a proxy (a real tinyproxy): `https-proxy` names it and says whether it opens a tunnel
+/// to DPS, and the connectivity checks go through it, as identityd-dps does.
+#[test]
+fn the_https_proxy_is_shown_and_tested_and_the_cloud_checks_go_through_it() {
+    let device = provisioned_device();
+    let proxy = testkit::Tinyproxy::with_credentials("gw", "pa-ss_1");
+    let with_proxy = |url: &str, args: &[&str]| {
+        let super_config = device.path("config.toml").display().to_string();
+        let mut all = vec!["check", "--super-config", &super_config, "-o", "json"];
+        all.extend_from_slice(args);
+        let mut env = support::config_env(&device);
+        env.push(("https_proxy", url.to_owned()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        device.cli_with(&all, &env)
+    };
+
+    let run = with_proxy(&proxy.url(), &[]);
+    let json = run.expect(0).json();
+    let info = &json["checks"]["https-proxy"]["additional_info"];
+    assert_eq!(result_of(&json, "https-proxy"), "ok", "{json}");
+    assert_eq!(info["proxy"], format!("http://gw:***@127.0.0.1:{}", proxy.port()));
+    assert_eq!((info["from"].as_str(), info["credentials"].as_bool()), (Some("https_proxy"), Some(true)));
+    for id in ["dps-endpoint-tls", "iothub-reachable"] {
+        assert_eq!(result_of(&json, id), "ok", "{id}: {json}");
+    }
+    let hub = json["additional_info"]["iothub_hostname"].as_str().unwrap().to_owned();
+    assert!(proxy.tunnels_to(&hub) >= 1, "the hub check did not go through the proxy:\n{}", proxy.log());
+    assert!(!run.stdout().contains("pa-ss_1"));
+
+    // Other credentials: the proxy is named with its answer, in this check and in the DPS one.
+    let wrong = format!("http://gw:nope@127.0.0.1:{}", proxy.port());
+    let run = with_proxy(&wrong, &[]);
+    assert_eq!(run.code(), 1);
+    let json = run.json();
+    let details = json["checks"]["https-proxy"]["result"]["details"].to_string();
+    assert!(details.contains(&format!("the HTTPS proxy http://gw:***@127.0.0.1:{} refused", proxy.port())), "{details}");
+    assert!(details.contains("does not accept the user name and password"), "{details}");
+    assert_eq!(result_of(&json, "dps-endpoint-tls"), "error");
+
+    // --proxy-uri (what iotedge check passes) wins over the environment.
+    let json = with_proxy(&wrong, &["--proxy-uri", &proxy.url()]).expect(0).json();
+    assert_eq!(json["checks"]["https-proxy"]["additional_info"]["from"], "--proxy-uri", "{json}");
 }

@@ -135,3 +135,24 @@ fn enroll_uses_the_configured_registration_id_and_the_device_provisions_under_it
     let status = device.wait_provisioned(std::time::Duration::from_secs(60));
     assert_eq!(status["registration_id"], "gw-configured", "{status}");
 }
+
+/// `https_proxy` as identityd-dps reads it: the DPS service API is reached through the tunnel,
+/// and a proxy that is not there is named in the error.
+#[test]
+fn enroll_goes_through_the_https_proxy_and_names_one_that_does_not_answer() {
+    let mut device = Device::with_tpm();
+    device.start_keyd();
+    device.start_emulator();
+    let proxy = testkit::Tinyproxy::start();
+    let ca = device.ready("ca_pem");
+    let run = device.cli_with(&["enroll", "--trust-ca", &ca], &[("https_proxy", &proxy.url())]);
+    run.expect(0);
+    let dps = device.ready("service_connection_string");
+    let host = dps.split(';').find_map(|p| p.strip_prefix("HostName=")).unwrap().to_owned();
+    assert!(proxy.tunnels_to(&host) >= 2, "GET and PUT through the proxy:\n{}", proxy.log());
+
+    let dead = format!("http://127.0.0.1:{}", testkit::free_port());
+    let run = device.cli_with(&["enroll", "--trust-ca", &ca], &[("https_proxy", &dead)]);
+    assert_eq!(run.code(), 3, "{}", run.stderr());
+    assert!(run.stderr().contains(&format!("cannot reach the HTTPS proxy {dead}")), "{}", run.stderr());
+}

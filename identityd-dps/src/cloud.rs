@@ -19,9 +19,12 @@ pub struct Cloud {
 
 impl Cloud {
     pub fn new(config: &Config, tpm: Arc<TpmClient>) -> Result<Self, cloud_http::Error> {
+        // https_proxy / no_proxy as upstream's identityd honours them (IoT Edge's docs set them
+        // in the unit with `systemctl edit aziot-identityd`).
         let mut builder = cloud_http::Client::builder()
             .system_roots(config.cloud.system_roots)
-            .timeout(config.cloud_timeout);
+            .timeout(config.cloud_timeout)
+            .proxy_from_env();
         if let Some(bundle) = config.cloud.trust_bundle_path() {
             builder = builder.trust_ca_file(bundle);
         }

@@ -14,17 +14,20 @@ use super::context::{ClockSample, Context};
 use super::outcome::{CheckOutput, CheckResult};
 
 /// One cloud request's deadline (identityd's own 70 s is for provisioning, not for a check).
-const CLOUD_TIMEOUT: Duration = Duration::from_secs(15);
+pub const CLOUD_TIMEOUT: Duration = Duration::from_secs(15);
 /// IoT Hub's REST api-version identityd-dps uses.
 const HUB_API: &str = "2021-04-12";
 /// Skew that earns a warning: upstream's `host-local-time` threshold, and a third of the 30 s
 /// lifetime upstream aziot-identityd gives its SAS tokens.
 pub const WARN_SKEW_SECS: f64 = 10.0;
 
-fn client(config: &IdentitydConfig) -> Result<cloud_http::Client, String> {
+/// A client as identityd-dps builds one, through the proxy `https-proxy` found.
+fn client(config: &IdentitydConfig, proxy: &super::proxy::Found) -> Result<cloud_http::Client, String> {
+    let proxy = proxy.clone().map_err(|e| format!("{e}; fix the proxy URL"))?;
     let mut builder = cloud_http::Client::builder()
         .system_roots(config.cloud.system_roots)
-        .timeout(CLOUD_TIMEOUT);
+        .timeout(CLOUD_TIMEOUT)
+        .proxy(proxy);
     if let Some(bundle) = config.cloud.trust_bundle_path() {
         builder = builder.trust_ca_file(bundle);
     }
@@ -72,7 +75,8 @@ fn transport_error(what: &str, e: &cloud_http::Error) -> CheckResult {
              set [cloud] trust_bundle in identityd's config; if the clock is far off, certificates look expired."
         }
         cloud_http::Error::Connect { .. } | cloud_http::Error::Timeout { .. } => {
-            "\nCheck DNS, routes and firewalls: outbound TCP 443 must be open. identityd-dps does not use an HTTP proxy."
+            "\nCheck DNS, routes and firewalls: outbound TCP 443 must be open, or set https_proxy for aziot-identityd \
+             (systemctl edit aziot-identityd) if the gateway reaches Azure through a proxy."
         }
         _ => "",
     };
@@ -85,7 +89,7 @@ pub async fn dps_endpoint(ctx: &mut Context) -> CheckOutput {
     };
     let origin = config.dps.origin.clone();
     let mut info = json!({"endpoint": origin, "trust_bundle": config.cloud.trust_bundle_path()});
-    let client = match client(config) {
+    let client = match client(config, &ctx.proxy) {
         Ok(c) => c,
         Err(e) => return CheckOutput::new(CheckResult::error(e), info),
     };
@@ -115,7 +119,7 @@ pub async fn iothub(ctx: &mut Context) -> CheckOutput {
         return CheckOutput::new(result, json!({}));
     };
     let mut info = json!({"iothub_hostname": hub});
-    let client = match client(config) {
+    let client = match client(config, &ctx.proxy) {
         Ok(c) => c,
         Err(e) => return CheckOutput::new(CheckResult::error(e), info),
     };

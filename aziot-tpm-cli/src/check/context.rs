@@ -32,6 +32,8 @@ pub struct Options {
     pub super_config: PathBuf,
     /// The user keyd-tpm runs as (owner of the TPM device node access).
     pub tpm_user: String,
+    /// `--proxy-uri`: the HTTPS proxy to test and connect through.
+    pub proxy_uri: Option<String>,
 }
 
 /// A daemon's config as loading it went.
@@ -111,6 +113,8 @@ pub struct Context {
     /// Filled by `tpm-tcti-opens`: `Err` says why the TPM could not be read.
     pub tpm: Option<Result<TpmFacts, String>>,
     pub clock: Vec<ClockSample>,
+    /// The HTTPS proxy identityd-dps goes through (see `proxy.rs`); the cloud checks use it too.
+    pub proxy: super::proxy::Found,
 }
 
 impl Context {
@@ -128,7 +132,9 @@ impl Context {
             Some(config) => load_provisioning(&config.homedir),
             None => Provisioning::default(),
         };
+        let proxy = super::proxy::find(opts.proxy_uri.as_deref());
         Context {
+            proxy,
             opts,
             keyd,
             tpmd,

@@ -14,6 +14,7 @@ mod daemons;
 mod device_node;
 mod host_info;
 mod outcome;
+mod proxy;
 mod render;
 mod tpm;
 mod tpm_direct;
@@ -63,8 +64,9 @@ pub struct Args {
     #[arg(long, value_name = "IOTHUB_HOSTNAME")]
     pub iothub_hostname: Option<String>,
 
-    /// Accepted because iotedge passes it; identityd-dps connects directly, so the checks do too
-    /// (the aziotctl wrapper hands it to upstream's checks).
+    /// The HTTPS proxy identityd reaches DPS and IoT Hub through (iotedge passes it) [default:
+    /// https_proxy of this environment, else of aziot-identityd.service]; the connectivity checks
+    /// go through it and `https-proxy` tests it. The aziotctl wrapper hands it to upstream's checks.
     #[arg(long, value_name = "PROXY_URI")]
     pub proxy_uri: Option<String>,
 
@@ -95,6 +97,7 @@ impl Args {
         Options {
             iothub_hostname: self.iothub_hostname.clone(),
             super_config: self.super_config.clone(),
+            proxy_uri: self.proxy_uri.clone(),
             tpm_user: self.tpm_user.clone(),
         }
     }
@@ -115,6 +118,7 @@ enum Id {
     TpmEkSrk,
     TpmAuthKey,
     TpmHierarchyAuth,
+    HttpsProxy,
     DpsEndpointTls,
     IothubReachable,
     ClockSkew,
@@ -147,7 +151,7 @@ const SECTIONS: &[(&str, &[Id])] = &[
     ),
     (
         "Connectivity checks",
-        &[Id::DpsEndpointTls, Id::IothubReachable, Id::ClockSkew],
+        &[Id::HttpsProxy, Id::DpsEndpointTls, Id::IothubReachable, Id::ClockSkew],
     ),
 ];
 
@@ -178,6 +182,7 @@ impl Id {
                 "tpm-hierarchy-auth",
                 "TPM accepts the configured owner and endorsement passwords",
             ),
+            Id::HttpsProxy => ("https-proxy", "HTTPS proxy that identityd uses opens a tunnel to DPS"),
             Id::DpsEndpointTls => (
                 "dps-endpoint-tls",
                 "host can connect to and perform TLS handshake with the DPS endpoint",
@@ -219,6 +224,7 @@ impl Id {
             Id::TpmEkSrk => tpm::ek_srk(ctx),
             Id::TpmAuthKey => tpm::auth_key(ctx),
             Id::TpmHierarchyAuth => tpm::hierarchy_auth(ctx).await,
+            Id::HttpsProxy => proxy::answers(ctx).await,
             Id::DpsEndpointTls => cloud::dps_endpoint(ctx).await,
             Id::IothubReachable => cloud::iothub(ctx).await,
             Id::ClockSkew => cloud::clock_skew(ctx),

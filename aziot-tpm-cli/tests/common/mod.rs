@@ -225,6 +225,8 @@ impl Device {
             .env_remove("AZIOT_IDENTITYD_HOMEDIR")
             .env_remove("AZIOT_DPS_CONNECTION_STRING")
             .env_remove("SSL_CERT_FILE")
+            .env_remove("https_proxy")
+            .env_remove("HTTPS_PROXY")
             .env_remove("TSS2_LOG");
         if !self.ready.is_null() {
             command.env("AZIOT_DPS_CONNECTION_STRING", self.ready("service_connection_string"));

@@ -16,6 +16,7 @@ use openssl::ssl::SslConnector;
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
+use crate::proxy::Proxy;
 use crate::target::Target;
 use crate::tls::{self, Roots};
 use crate::Error;
@@ -53,6 +54,14 @@ pub struct ClientBuilder {
     roots: Roots,
     timeout: Duration,
     resolve: Vec<(String, IpAddr)>,
+    proxy: ProxySetting,
+}
+
+#[derive(Debug, Clone)]
+enum ProxySetting {
+    None,
+    FromEnv,
+    Given(Proxy),
 }
 
 impl Default for ClientBuilder {
@@ -64,6 +73,7 @@ impl Default for ClientBuilder {
             },
             timeout: DEFAULT_TIMEOUT,
             resolve: Vec::new(),
+            proxy: ProxySetting::None,
         }
     }
 }
@@ -102,12 +112,35 @@ impl ClientBuilder {
         self
     }
 
-    /// Loads the CA bundles now, so a bad path fails at start rather than at the first request.
+    /// Go through the HTTPS proxy that `HTTPS_PROXY` / `https_proxy` name (with `NO_PROXY` /
+    /// `no_proxy`), as upstream's identityd does; read when `build` is called.
+    pub fn proxy_from_env(mut self) -> Self {
+        self.proxy = ProxySetting::FromEnv;
+        self
+    }
+
+    /// Go through this proxy (`None`: connect directly).
+    pub fn proxy(mut self, proxy: Option<Proxy>) -> Self {
+        self.proxy = proxy.map_or(ProxySetting::None, ProxySetting::Given);
+        self
+    }
+
+    /// Loads the CA bundles and reads the proxy setting now, so a bad path or proxy URL fails at
+    /// start rather than at the first request.
     pub fn build(self) -> Result<Client, Error> {
+        let proxy = match self.proxy {
+            ProxySetting::None => None,
+            ProxySetting::FromEnv => Proxy::from_env()?,
+            ProxySetting::Given(p) => Some(p),
+        };
+        if let Some(p) = &proxy {
+            log::info!("using the HTTPS proxy {} (from {})", p.shown(), p.source());
+        }
         Ok(Client {
             connector: tls::connector(&self.roots)?,
             timeout: self.timeout,
             resolve: Arc::new(self.resolve),
+            proxy: proxy.map(Arc::new),
         })
     }
 }
@@ -118,12 +151,14 @@ pub struct Client {
     connector: SslConnector,
     timeout: Duration,
     resolve: Arc<Vec<(String, IpAddr)>>,
+    proxy: Option<Arc<Proxy>>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("timeout", &self.timeout)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +170,11 @@ impl Client {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The proxy connections to `host` go through, if any.
+    pub fn proxy_for(&self, host: &str) -> Option<&Proxy> {
+        self.proxy.as_deref().filter(|p| p.applies_to(host))
     }
 
     /// Sends `method url` with `headers` (name, value) and `body` (empty for none) over a new TLS
@@ -164,20 +204,25 @@ impl Client {
         request: Request<Full<Bytes>>,
     ) -> Result<Response, Error> {
         let authority = target.authority.clone();
-        let pinned = self
-            .resolve
-            .iter()
-            .find(|(host, _)| host.eq_ignore_ascii_case(&target.host))
-            .map(|(_, addr)| *addr);
-        let connected = match pinned {
-            Some(addr) => TcpStream::connect((addr, target.port)).await,
-            None => TcpStream::connect((target.host.as_str(), target.port)).await,
+        let tcp = match self.proxy_for(&target.host) {
+            // The proxy resolves the name; a `resolve` pin does not apply through it.
+            Some(proxy) => proxy.connect(&target.host, target.port).await?,
+            None => {
+                let pinned = self
+                    .resolve
+                    .iter()
+                    .find(|(host, _)| host.eq_ignore_ascii_case(&target.host))
+                    .map(|(_, addr)| *addr);
+                let connected = match pinned {
+                    Some(addr) => TcpStream::connect((addr, target.port)).await,
+                    None => TcpStream::connect((target.host.as_str(), target.port)).await,
+                };
+                connected.map_err(|source| Error::Connect {
+                    authority: authority.clone(),
+                    source,
+                })?
+            }
         };
-        let tcp = connected
-            .map_err(|source| Error::Connect {
-                authority: authority.clone(),
-                source,
-            })?;
         let _ = tcp.set_nodelay(true);
 
         // into_ssl turns on hostname verification, by IP address when the host is one, and SNI

@@ -49,6 +49,41 @@ pub enum Error {
     #[error("response body from {authority} is larger than {limit} bytes")]
     BodyTooLarge { authority: String, limit: usize },
 
+    /// `HTTPS_PROXY` / `https_proxy` does not name a usable HTTP proxy.
+    #[error("{variable}={url:?} is not a usable proxy: {reason}")]
+    ProxyConfig {
+        variable: String,
+        url: String,
+        reason: String,
+    },
+
+    /// The proxy could not be reached, or dropped the connection during CONNECT.
+    #[error("cannot reach the HTTPS proxy {proxy}: {source}; check https_proxy (or set no_proxy for hosts reached directly)")]
+    ProxyConnect {
+        proxy: String,
+        source: std::io::Error,
+    },
+
+    /// The proxy wants credentials, or other ones than those in the proxy URL.
+    #[error(
+        "the HTTPS proxy {proxy} refused to open a tunnel to {target}: {status_line}; {}",
+        if *sent_credentials { "it does not accept the user name and password in https_proxy" } else { "it wants a user name and password: write them into https_proxy as http://user:password@host:port" }
+    )]
+    ProxyAuth {
+        proxy: String,
+        target: String,
+        status_line: String,
+        sent_credentials: bool,
+    },
+
+    /// The proxy answered CONNECT with something other than success.
+    #[error("the HTTPS proxy {proxy} refused to open a tunnel to {target}: {status_line}; the proxy must allow CONNECT to that host and port")]
+    ProxyRefused {
+        proxy: String,
+        target: String,
+        status_line: String,
+    },
+
     /// The whole exchange took longer than the client's timeout.
     #[error("no complete response from {url} within {after:?}")]
     Timeout { url: String, after: Duration },
@@ -60,7 +95,11 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Connect { .. } | Error::Http { .. } | Error::Timeout { .. }
+            Error::Connect { .. }
+                | Error::Http { .. }
+                | Error::Timeout { .. }
+                | Error::ProxyConnect { .. }
+                | Error::ProxyRefused { .. }
         )
     }
 }

@@ -7,7 +7,8 @@
 //! and must give up after one deadline that covers connect, handshake, request and body, so a
 //! provisioning loop can decide what to do next. It is built on hyper 1's connection API and
 //! OpenSSL (through `tokio-openssl`), one connection per request: DPS and Hub calls are rare, and
-//! a fresh connection never reuses a socket the server already dropped.
+//! a fresh connection never reuses a socket the server already dropped. Behind an HTTPS proxy
+//! (`https_proxy`, see [`Proxy`]) each connection is a CONNECT tunnel with TLS inside it.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cloud_http::Error> {
@@ -24,10 +25,12 @@
 
 mod client;
 mod error;
+mod proxy;
 mod target;
 mod tls;
 
 pub use client::{Client, ClientBuilder, Response, DEFAULT_TIMEOUT, MAX_BODY};
 pub use error::Error;
+pub use proxy::Proxy;
 pub use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 pub use hyper::{Method, StatusCode};

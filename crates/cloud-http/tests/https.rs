@@ -362,3 +362,84 @@ fn a_missing_or_empty_ca_bundle_fails_at_build() {
         .unwrap_err();
     assert!(err.to_string().contains("empty.pem"), "{err}");
 }
+
+// ---- through a real proxy (tinyproxy) ---------------------------------------------------
+
+use cloud_http::Proxy;
+use testkit::Tinyproxy;
+
+fn client_through(server: &Server, proxy: &str, no_proxy: &str) -> Client {
+    Client::builder()
+        .system_roots(false)
+        .trust_ca_pem(server.ca_pem.clone())
+        .timeout(Duration::from_secs(20))
+        .proxy(Some(Proxy::parse(proxy, no_proxy, "https_proxy").unwrap()))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_connect_tunnel_carries_tls_end_to_end_with_the_credentials_of_the_proxy_url() {
+    let server = server(&["127.0.0.1"], &[], Mode::Echo).await;
+    let proxy = Tinyproxy::with_credentials("gw", "pa-ss_1");
+    let url = format!("https://127.0.0.1:{}/x?y=1", server.port);
+    // Percent-encoded in the URL, as a password with reserved characters must be.
+    let client = client_through(&server, &proxy.url().replace("pa-ss_1", "pa%2Dss%5F1"), "");
+    let r = client.request(Method::POST, &url, &[], "body").await.unwrap();
+    // The server saw the origin-form request and its own Host: the proxy only relayed bytes.
+    assert_eq!(r.text(), format!("POST /x?y=1 127.0.0.1:{} body", server.port));
+    assert_eq!(proxy.tunnels_to(&format!("127.0.0.1:{}", server.port)), 1, "{}", proxy.log());
+    assert!(!proxy.log().contains("body"), "the proxy saw the request in the clear");
+}
+
+#[tokio::test]
+async fn a_proxy_wanting_credentials_or_other_ones_is_named_with_its_answer() {
+    let server = server(&["127.0.0.1"], &[], Mode::Echo).await;
+    let proxy = Tinyproxy::with_credentials("gw", "right");
+    let url = format!("https://127.0.0.1:{}/", server.port);
+
+    let e = client_through(&server, &proxy.url_without_credentials(), "")
+        .request(Method::GET, &url, &[], Vec::new())
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::ProxyAuth { sent_credentials: false, .. }), "{text}");
+    assert!(text.contains(&proxy.url_without_credentials()) && text.contains("407"), "{text}");
+    assert!(text.contains("http://user:password@host:port"), "{text}");
+
+    let wrong = format!("http://gw:wrong@127.0.0.1:{}", proxy.port());
+    let e = client_through(&server, &wrong, "").request(Method::GET, &url, &[], Vec::new()).await.unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::ProxyAuth { sent_credentials: true, .. }), "{text}");
+    assert!(text.contains(&format!("http://gw:***@127.0.0.1:{}", proxy.port())) && !text.contains("wrong"), "{text}");
+}
+
+#[tokio::test]
+async fn a_proxy_that_is_down_is_named_and_no_proxy_hosts_go_direct() {
+    let server = server(&["127.0.0.1"], &[], Mode::Echo).await;
+    let url = format!("https://127.0.0.1:{}/", server.port);
+    let dead = format!("http://127.0.0.1:{}", testkit::free_port());
+    let e = client_through(&server, &dead, "").request(Method::GET, &url, &[], Vec::new()).await.unwrap_err();
+    assert!(matches!(e, Error::ProxyConnect { .. }) && e.is_transient(), "{e}");
+    assert!(e.to_string().contains(&format!("cannot reach the HTTPS proxy {dead}")), "{e}");
+
+    // Listed in no_proxy: straight to the server, the dead proxy never asked.
+    let client = client_through(&server, &dead, "localhost, 127.0.0.0/8");
+    assert!(client.proxy_for("127.0.0.1").is_none());
+    assert_eq!(client.request(Method::GET, &url, &[], Vec::new()).await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_proxy_refusing_the_tunnel_is_named_with_its_status_line() {
+    let server = server(&["127.0.0.1"], &[], Mode::Echo).await;
+    let proxy = Tinyproxy::start();
+    // tinyproxy answers a CONNECT to a port nothing listens on with an error page.
+    let closed = testkit::free_port();
+    let e = client_through(&server, &proxy.url(), "")
+        .request(Method::GET, &format!("https://127.0.0.1:{closed}/"), &[], Vec::new())
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::ProxyRefused { .. }), "{text}");
+    assert!(text.contains(&proxy.url()) && text.contains(&format!("127.0.0.1:{closed}")) && text.contains("HTTP/1."), "{text}");
+}

@@ -4,9 +4,11 @@
 
 pub mod http;
 mod process;
+mod proxy;
 mod swtpm;
 
 pub use process::{wait_for_path, ChildGuard};
+pub use proxy::Tinyproxy;
 pub use swtpm::Swtpm;
 
 use std::net::{Ipv4Addr, TcpListener};

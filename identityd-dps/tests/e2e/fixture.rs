@@ -81,6 +81,8 @@ pub struct Options {
     pub enrollment: Option<Value>,
     /// JSON written to a payload file referenced by `provisioning.payload`.
     pub payload: Option<Value>,
+    /// Environment variables for identityd-dps (e.g. `https_proxy`).
+    pub identityd_env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -483,6 +485,9 @@ impl Env {
             .env("AZIOT_IDENTITYD_CONFIG_DIR", self.path("identityd.d"))
             .env("AZIOT_LOG", "info")
             .env_remove("LISTEN_FDS")
+            .env_remove("https_proxy")
+            .env_remove("HTTPS_PROXY")
+            .envs(self.options.identityd_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

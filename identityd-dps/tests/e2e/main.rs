@@ -7,4 +7,5 @@ mod fixture;
 mod modules;
 mod payload;
 mod provisioning;
+mod proxy;
 mod tokens;
