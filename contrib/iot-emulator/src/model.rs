@@ -205,6 +205,37 @@ pub struct Device {
     pub modules: BTreeMap<String, Module>,
 }
 
+/// The module identities IoT Hub creates for an IoT Edge device (aziot-edged's watchdog and
+/// edgeAgent expect them to exist).
+pub const EDGE_SYSTEM_MODULES: [&str; 2] = ["$edgeAgent", "$edgeHub"];
+
+impl Device {
+    /// As IoT Hub does when a device is or becomes an IoT Edge device: `$edgeAgent` and
+    /// `$edgeHub` exist, with SAS keys of their own. Existing ones are kept as they are.
+    pub fn ensure_edge_modules(&mut self) {
+        if !self.iot_edge {
+            return;
+        }
+        for id in EDGE_SYSTEM_MODULES {
+            if !self.modules.contains_key(id) {
+                let module = Module {
+                    module_id: id.to_owned(),
+                    device_id: self.device_id.clone(),
+                    managed_by: None,
+                    generation_id: crate::ids::generation_id(),
+                    etag: crate::ids::etag(),
+                    auth_type: "sas".into(),
+                    keys: SymmetricKey {
+                        primary_key: Some(crate::ids::symmetric_key()),
+                        secondary_key: Some(crate::ids::symmetric_key()),
+                    },
+                };
+                self.modules.insert(id.to_owned(), module);
+            }
+        }
+    }
+}
+
 /// A module identity of a device.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

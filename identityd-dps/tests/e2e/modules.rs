@@ -175,7 +175,8 @@ fn reconciliation_follows_the_configured_principals_and_leaves_other_modules_alo
         ..Options::enrolled()
     });
     env.wait_log("module identities reconciled", 1, PROVISION);
-    assert_eq!(hub_module_ids(&env), ["modA"]);
+    // The hub made $edgeAgent and $edgeHub for the IoT Edge device; they are not identityd's.
+    assert_eq!(hub_module_ids(&env), ["$edgeAgent", "$edgeHub", "modA"]);
     // A module edged created through the API is not identityd's to reconcile.
     spec(
         &env,
@@ -187,7 +188,7 @@ fn reconciliation_follows_the_configured_principals_and_leaves_other_modules_alo
     env.options.principals = principal("modB");
     env.restart_identityd();
     env.wait_log("module identities reconciled", 2, PROVISION);
-    assert_eq!(hub_module_ids(&env), ["modB", "workload"]);
+    assert_eq!(hub_module_ids(&env), ["$edgeAgent", "$edgeHub", "modB", "workload"]);
     let log = env.identityd_log();
     assert!(log.contains("deleted hub module \"modA\""), "{log}");
 }

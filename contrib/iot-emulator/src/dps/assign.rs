@@ -201,6 +201,7 @@ fn assign(
     };
     device.etag = crate::ids::etag();
     device.iot_edge = enrollment.capabilities.iot_edge;
+    device.ensure_edge_modules();
     device.registration_id = Some(id.clone());
     devices.insert(device_id.clone(), device);
 

@@ -199,6 +199,7 @@ fn put(
     if let Some(edge) = iot_edge {
         device.iot_edge = edge;
     }
+    device.ensure_edge_modules();
     device.etag = crate::ids::etag();
     Ok(view(device, true))
 }

@@ -121,8 +121,20 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
         Some("IotHubUnauthorizedAccess")
     );
 
+    // An IoT Edge device gets $edgeAgent and $edgeHub from the hub, as IoT Hub does.
+    let r = hub_call(&http, &reg.hub, Method::GET, "/devices/Edge-1/modules", &device_token, &[], None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let listed = json_of(&r);
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().filter_map(|m| m["moduleId"].as_str()).collect();
+    assert_eq!(ids, ["$edgeAgent", "$edgeHub"], "{listed}");
+    for m in listed.as_array().unwrap() {
+        assert_eq!(m["authentication"]["type"], "sas", "{m}");
+        assert!(m["authentication"]["symmetricKey"]["primaryKey"].is_string(), "{m}");
+        assert!(m["generationId"].as_str().is_some_and(|g| !g.is_empty()), "{m}");
+    }
+
     // Module identities, as identityd creates them.
-    let path = "/devices/Edge-1/modules/$edgeAgent";
+    let path = "/devices/Edge-1/modules/telemetry";
     let r = hub_call(
         &http,
         &reg.hub,
@@ -130,7 +142,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
         path,
         &device_token,
         &[],
-        Some(json!({"moduleId": "$edgeAgent", "deviceId": "Edge-1"})),
+        Some(json!({"moduleId": "telemetry", "deviceId": "Edge-1"})),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -148,7 +160,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
         path,
         &device_token,
         &[],
-        Some(json!({"moduleId": "$edgeAgent"})),
+        Some(json!({"moduleId": "telemetry"})),
     )
     .await;
     assert_eq!(
@@ -163,7 +175,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
         path,
         &device_token,
         &[("If-Match", "\"stale\"")],
-        Some(json!({"moduleId": "$edgeAgent"})),
+        Some(json!({"moduleId": "telemetry"})),
     )
     .await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
@@ -174,7 +186,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
         path,
         &device_token,
         &[("If-Match", "*")],
-        Some(json!({"moduleId": "$edgeAgent", "generationId": "1"})),
+        Some(json!({"moduleId": "telemetry", "generationId": "1"})),
     )
     .await;
     assert_eq!(
@@ -187,7 +199,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
     let etag = created["etag"].as_str().unwrap();
     let r = hub_call(
         &http, &reg.hub, Method::PUT, path, &device_token, &[("If-Match", &format!("\"{etag}\""))],
-        Some(json!({"moduleId": "$edgeAgent", "deviceId": "Edge-1", "generationId": generation, "authentication": {"type": "sas", "symmetricKey": keys}})),
+        Some(json!({"moduleId": "telemetry", "deviceId": "Edge-1", "generationId": generation, "authentication": {"type": "sas", "symmetricKey": keys}})),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -196,7 +208,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
 
     // The module's own token works for the module and nothing else.
     let module_token = sas_token(
-        &format!("{}/devices/Edge-1/modules/$edgeAgent", reg.hub),
+        &format!("{}/devices/Edge-1/modules/telemetry", reg.hub),
         &module_key,
         expiry_in(300),
         None,
@@ -205,7 +217,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
         &http,
         &reg.hub,
         Method::GET,
-        "/twins/Edge-1/modules/$edgeAgent",
+        "/twins/Edge-1/modules/telemetry",
         &module_token,
         &[],
         None,
@@ -224,7 +236,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let wrong = sas_token(
-        &format!("{}/devices/Edge-1/modules/$edgeAgent", reg.hub),
+        &format!("{}/devices/Edge-1/modules/telemetry", reg.hub),
         &[1; 32],
         expiry_in(300),
         None,
@@ -233,7 +245,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
         &http,
         &reg.hub,
         Method::GET,
-        "/twins/Edge-1/modules/$edgeAgent",
+        "/twins/Edge-1/modules/telemetry",
         &wrong,
         &[],
         None,
@@ -251,7 +263,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
         None,
     )
     .await;
-    assert_eq!(json_of(&r).as_array().map(Vec::len), Some(1));
+    assert_eq!(json_of(&r).as_array().map(Vec::len), Some(3), "$edgeAgent, $edgeHub and telemetry");
     let r = hub_call(
         &http,
         &reg.hub,
@@ -327,7 +339,7 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
         &http,
         &second.hub,
         Method::GET,
-        "/devices/Edge-1/modules/$edgeAgent",
+        "/devices/Edge-1/modules/telemetry",
         &new_token,
         &[],
         None,
@@ -393,4 +405,32 @@ async fn full_registration_then_the_hub_accepts_the_tpm_key_and_manages_modules(
         log.contains("dps/register") && log.contains("dps/operations") && log.contains("/modules"),
         "{log}"
     );
+}
+
+/// Only an IoT Edge device has `$edgeAgent` and `$edgeHub`; a device that becomes one through
+/// the registry gets them then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_system_modules_exist_for_iot_edge_devices_only() {
+    let emulator = Emulator::start(&["--hubs", "1", "--assigning-ms", "200"]);
+    let device = TpmDevice::start().await;
+    let id = device.registration_id();
+    emulator.enroll(&id, &device.ek, json!({"deviceId": "leaf-1", "capabilities": {"iotEdge": false}})).await;
+    let reg = DpsClient::new(&emulator).register(&device, &id, None).await;
+    let http = emulator.client();
+    let owner = emulator.hub_owner_token(0);
+    let modules = |r: &cloud_http::Response| -> Vec<String> {
+        json_of(r).as_array().unwrap().iter().filter_map(|m| m["moduleId"].as_str().map(str::to_owned)).collect()
+    };
+    let r = hub_call(&http, &reg.hub, Method::GET, "/devices/leaf-1/modules", &owner, &[], None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(modules(&r).is_empty(), "{}", r.text());
+
+    let r = hub_call(
+        &http, &reg.hub, Method::PUT, "/devices/leaf-1", &owner, &[("If-Match", "*")],
+        Some(json!({"deviceId": "leaf-1", "capabilities": {"iotEdge": true}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = hub_call(&http, &reg.hub, Method::GET, "/devices/leaf-1/modules", &owner, &[], None).await;
+    assert_eq!(modules(&r), ["$edgeAgent", "$edgeHub"]);
 }
