@@ -2,6 +2,8 @@
 //! kills/removes them on drop, so tests run in parallel and leave nothing behind; children also
 //! get SIGKILL from the kernel if the test process itself dies (PR_SET_PDEATHSIG).
 
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod http;
 mod process;
 mod proxy;

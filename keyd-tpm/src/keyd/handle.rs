@@ -318,6 +318,57 @@ mod tests {
         }
     }
 
+    mod properties {
+        use super::super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use testkit::fuzz::check;
+        use testkit::fuzz::gen::text;
+
+        #[test]
+        fn split_takes_any_sr_and_a_32_byte_sig_and_nothing_else() {
+            let parts = (text(80), vec(any::<u8>(), 0..40), "[a-z]{0,3}=?[ -~]{0,8}");
+            check("handle-split", 1000, parts, |(sr, sig, extra)| {
+                let handle = format!("sr={}&sig={}&{extra}", b64(sr.as_bytes()), b64(&sig));
+                let split = split(&handle);
+                if sig.len() == MAC_LEN && !extra.starts_with("sr=") && !extra.starts_with("sig=") {
+                    prop_assert_eq!(split, Some((sr, sig)));
+                } else if sig.len() != MAC_LEN && !extra.starts_with("sig=") {
+                    prop_assert_eq!(split, None);
+                }
+                Ok(())
+            });
+        }
+
+        #[test]
+        fn split_never_panics_on_any_string() {
+            check("handle-split-any", 1000, text(200), |s| {
+                let _ = split(&s);
+                let _ = serde_json::from_str::<Sr>(&s);
+                Ok(())
+            });
+        }
+
+        fn key_id() -> impl Strategy<Value = KeyId> {
+            prop_oneof![
+                text(40).prop_map(KeyId::Key),
+                text(40).prop_map(KeyId::KeyPair),
+                ("[ -~]{0,60}", vec(any::<u8>(), 0..40)).prop_map(|(h, d)| KeyId::Derived(h, d)),
+            ]
+        }
+
+        #[test]
+        fn sr_round_trips_every_key_id() {
+            check("handle-sr", 1000, (key_id(), "[A-Za-z0-9+/=]{0,88}"), |(key_id, nonce)| {
+                let text = serde_json::to_string(&Sr { key_id: key_id.clone(), nonce: nonce.clone() }).unwrap();
+                let back: Sr = serde_json::from_str(&text).unwrap();
+                prop_assert_eq!(back.key_id, key_id);
+                prop_assert_eq!(back.nonce, nonce);
+                Ok(())
+            });
+        }
+    }
+
     #[test]
     fn verified_map_is_bounded() {
         let mut v = Verified::default();

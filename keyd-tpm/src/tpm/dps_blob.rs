@@ -120,6 +120,50 @@ mod tests {
         assert!(m.contains("declares 258 bytes but only 1 remain"), "{m}");
     }
 
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use testkit::fuzz::check;
+
+        /// Every refusal names the field (1 to 5) it is about.
+        fn names_a_field(blob: &[u8]) -> Result<(), TestCaseError> {
+            if let Err(e) = DpsBlob::parse(blob) {
+                prop_assert!(matches!(e, TpmError::InvalidBlob(_)), "{e}");
+                let e = e.to_string();
+                prop_assert!(
+                    (1..=5).any(|i| e.contains(&format!("field {i} ("))),
+                    "names no field: {e}"
+                );
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn any_bytes_are_refused_naming_a_field() {
+            check("dps-blob-bytes", 1000, vec(any::<u8>(), 0..400), |blob| names_a_field(&blob));
+        }
+
+        #[test]
+        fn well_framed_fields_of_any_content_are_refused_naming_a_field() {
+            let field = vec(any::<u8>(), 0..120);
+            let blob = (vec(field, 5..=5), vec(any::<u8>(), 0..8), any::<u16>());
+            check("dps-blob-fields", 1000, blob, |(fields, tail, public_head)| {
+                let mut blob = Vec::new();
+                for (i, f) in fields.iter().enumerate() {
+                    let mut f = f.clone();
+                    // Field 5 often starts like a keyedHash public area, to get past the type.
+                    if i == 4 && f.len() >= 2 && public_head % 2 == 0 {
+                        f[..2].copy_from_slice(&0x0008u16.to_be_bytes());
+                    }
+                    blob.extend(tpm2b(&f));
+                }
+                blob.extend(tail);
+                names_a_field(&blob)
+            });
+        }
+    }
+
     #[test]
     fn garbage_public_is_reported_as_field_5() {
         let mut blob = Vec::new();

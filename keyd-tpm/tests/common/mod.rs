@@ -128,6 +128,11 @@ impl Daemon {
         Err(format!("keyd-tpm socket did not appear:\n{}", self.log()))
     }
 
+    /// Whether the daemon process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().is_none())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("keyd-tpm.log")).unwrap_or_default()
     }
