@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TERM_COLOR=never
 cargo build --workspace --all-targets --locked
+# tests/interop runs upstream's release binaries from ../shared/upstream beside the project.
+if [ -z "${AZIOT_UPSTREAM_DIR:-}" ] && [ ! -f ../shared/upstream/aziotd ]; then
+  echo "interop: ../shared/upstream is absent, so the tests against upstream's binaries are skipped (they run in CI)"
+fi
 cargo test --workspace --locked
 # The Debian package, from the debug binaries built above: contents, lintian, install and purge
 # in Debian chroots (tests/package/run.sh says more).
