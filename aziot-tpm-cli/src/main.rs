@@ -67,6 +67,8 @@ fn main() -> ExitCode {
     // (`aziot-tpm tpm-info | head -1`) instead of panicking on a write to a closed pipe.
     // SAFETY: restores the default action of one signal before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // tpm-info and check may open the TPM themselves: libtss2's stderr lines only if asked.
+    keyd_tpm::tpm::quiet_tss_unless_asked();
     // Installed as /usr/bin/aziotctl (a symlink), this program wraps upstream's aziotctl.
     if check::aziotctl::invoked_as_aziotctl() {
         return check::aziotctl::main();

@@ -11,6 +11,7 @@ use crate::cloud::Cloud;
 use crate::config::Config;
 use crate::device::{Device, Status};
 use crate::error::Error;
+use crate::progress::{InUse, Progress};
 use crate::state::ModuleBackups;
 
 /// What the provisioning task is asked to do.
@@ -28,6 +29,8 @@ pub struct App {
     pub keys: KeysClient,
     pub cloud: Cloud,
     pub backups: ModuleBackups,
+    /// Where provisioning stands, for admins (the API extension, the status file, systemd).
+    pub progress: Progress,
     status: watch::Sender<Status>,
     triggers: mpsc::Sender<Trigger>,
     /// The registration ID derived from the EK, once known (when not configured).
@@ -41,6 +44,14 @@ impl App {
         let keys = KeysClient::new(&config.endpoints.keyd);
         let cloud = Cloud::new(&config, Arc::clone(&tpm))?;
         let backups = ModuleBackups::new(&config.homedir);
+        let progress = Progress::new(
+            &config.homedir,
+            InUse {
+                global_endpoint: config.dps.global_endpoint.clone(),
+                scope_id: config.dps.scope_id.clone(),
+                registration_id: config.dps.registration_id.clone(),
+            },
+        );
         let (status, _) = watch::channel(Status::Provisioning {
             attempt: 0,
             last_error: None,
@@ -52,6 +63,7 @@ impl App {
             keys,
             cloud,
             backups,
+            progress,
             status,
             triggers,
             derived_registration_id: Mutex::new(None),
@@ -71,11 +83,20 @@ impl App {
         self.status.subscribe()
     }
 
-    /// The provisioned device and its generation, or why there is none.
+    /// The provisioned device and its generation, or why there is none (with the live problem
+    /// of the registration under way, when there is one).
     pub fn ready_device(&self) -> Result<(Device, u64), Error> {
-        match &*self.status.borrow() {
-            Status::Ready { device, generation } => Ok((device.clone(), *generation)),
-            other => Err(Error::NotReady(other.unavailable_reason())),
+        let reason = match &*self.status.borrow() {
+            Status::Ready { device, generation } => return Ok((device.clone(), *generation)),
+            other => other.unavailable_reason(),
+        };
+        let report = self.progress.snapshot();
+        match (&report.state, &report.last_error) {
+            (crate::progress::State::Registering, Some(_)) => Err(Error::NotReady(format!(
+                "the device is not provisioned yet: {}",
+                report.summary(crate::progress::now_ms())
+            ))),
+            _ => Err(Error::NotReady(reason)),
         }
     }
 
@@ -109,6 +130,7 @@ impl App {
         let keys = self.tpm.get_tpm_keys().await?;
         let id = aziot_tpm_common::registration_id(&keys.endorsement_key);
         *self.lock_derived() = Some(id.clone());
+        self.progress.registration_id_known(&id);
         Ok(id)
     }
 

@@ -1,8 +1,8 @@
 //! What DPS and IoT Hub calls share: the HTTPS client (trusting the configured CA bundle) and SAS
 //! tokens signed in the TPM, a fresh one for every request.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::clients::{LocalError, TpmClient};
 use crate::config::Config;
@@ -15,6 +15,10 @@ pub struct Cloud {
     pub max_backoff: Duration,
     /// Attempts per Hub request on network errors, 429 and 5xx (1 + `cloud_retries`).
     pub hub_attempts: u32,
+    /// No DPS request before this instant: the last `Retry-After` DPS gave. Every registration
+    /// waits for it, whoever started it (the retry loop, an API reprovision), so DPS's wait
+    /// bounds every gap between requests.
+    dps_not_before: Mutex<Option<Instant>>,
 }
 
 impl Cloud {
@@ -34,7 +38,30 @@ impl Cloud {
             token_lifetime: config.cloud.token_lifetime(),
             max_backoff: config.cloud.max_backoff(),
             hub_attempts: config.cloud_retries.saturating_add(1),
+            dps_not_before: Mutex::new(None),
         })
+    }
+
+    /// DPS asked not to be called again for `wait`.
+    pub fn dps_retry_after(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut gate = self.lock_gate();
+        if gate.is_none_or(|t| t < until) {
+            *gate = Some(until);
+        }
+    }
+
+    /// How long until DPS may be called again (zero if now).
+    pub fn dps_wait(&self) -> Duration {
+        self.lock_gate()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    fn lock_gate(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.dps_not_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A SAS token for `audience`, signed now with the TPM's DPS auth key.

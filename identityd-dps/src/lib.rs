@@ -20,6 +20,7 @@ pub mod dps;
 pub mod error;
 pub mod hub;
 pub mod identities;
+pub mod progress;
 pub mod provisioning;
 pub mod reconcile;
 pub mod sas;
@@ -60,7 +61,10 @@ pub async fn run(
     let (app, triggers) = app::App::new(config)?;
     let provisioning = tokio::spawn(provisioning::run(Arc::clone(&app), triggers));
     log::info!("Identity Service API listening on {endpoint}");
-    serve(listener, Arc::new(api::Api::new(app)), options, shutdown).await;
+    aziot_http::notify::ready(&format!("Identity Service API on {endpoint}; provisioning through DPS"));
+    serve(listener, Arc::new(api::Api::new(Arc::clone(&app))), options, shutdown).await;
+    aziot_http::notify::stopping();
     provisioning.abort();
+    app.progress.stopped();
     Ok(())
 }

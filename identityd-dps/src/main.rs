@@ -1,22 +1,20 @@
 //! identityd-dps: runs in the foreground with no arguments, like upstream's daemons. Config from
 //! `/etc/aziot/identityd/config.toml` + `config.d` (or `AZIOT_IDENTITYD_CONFIG[_DIR]`), logs to
-//! stderr at the level in `AZIOT_LOG` (default info), exits 0 on SIGTERM/SIGINT after in-flight
-//! requests.
+//! stderr at the level in `AZIOT_LOG` (default info; syslog priorities under journald), tells
+//! systemd when it is ready (`Type=notify`), exits 0 on SIGTERM/SIGINT after in-flight requests.
 
 use std::process::ExitCode;
 
 use aziot_http::shutdown_signal;
 
 fn main() -> ExitCode {
-    env_logger::Builder::new()
-        .parse_filters(&std::env::var("AZIOT_LOG").unwrap_or_else(|_| "info".into()))
-        .format_timestamp_millis()
-        .init();
+    aziot_http::logging::init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("identityd-dps: error: {e}");
+            // Once: stderr is the log (under systemd, the journal at priority err).
+            log::error!("identityd-dps cannot start: {e}");
+            aziot_http::notify::status(&format!("failed: {e}"));
             ExitCode::FAILURE
         }
     }

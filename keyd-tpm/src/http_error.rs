@@ -3,10 +3,28 @@
 //! naming the command and decoded response code (never a bare "internal error"); a saturated
 //! or missing TPM is 503.
 
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use aziot_http::logging::Limiter;
 use aziot_http::{HttpError, StatusCode};
 
 use crate::keyd::KeydError;
 use crate::tpm::TpmError;
+
+/// A TPM that is gone fails every request the same way: log it once, then at most every 10 s.
+static TPM_FAILURES: LazyLock<Limiter> = LazyLock::new(|| Limiter::new(Duration::from_secs(10)));
+
+/// The failures that repeat for every request while they last (the TPM is unreachable, its
+/// queue is full), each counted under its own kind; others are logged each time.
+fn outage_kind(e: &TpmError) -> Option<&'static str> {
+    match e {
+        TpmError::Open { .. } => Some("open"),
+        TpmError::Busy => Some("busy"),
+        TpmError::OwnerGone => Some("owner"),
+        _ => None,
+    }
+}
 
 impl From<TpmError> for HttpError {
     fn from(e: TpmError) -> Self {
@@ -25,7 +43,10 @@ impl From<TpmError> for HttpError {
             | TpmError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
-            log::error!("{e}");
+            match outage_kind(&e) {
+                Some(kind) => TPM_FAILURES.log(kind, log::Level::Error, &e),
+                None => log::error!("{e}"),
+            }
         } else {
             log::info!("rejected request: {e}");
         }

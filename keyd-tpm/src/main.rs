@@ -4,8 +4,9 @@
 //! Config: tpmd's from `/etc/aziot/tpmd/config.toml` + `config.d` (or `AZIOT_TPMD_CONFIG[_DIR]`),
 //! which alone sets the TPM (TCTI, hierarchy passwords); keyd's from `/etc/aziot/keyd/...` (or
 //! `AZIOT_KEYD_CONFIG[_DIR]`) for keys, principals and its socket. Logs go to stderr at the
-//! level in `AZIOT_LOG` (default info). SIGTERM/SIGINT stop both sockets, let in-flight requests
-//! finish, and exit 0.
+//! level in `AZIOT_LOG` (default info; syslog priorities under journald); libtss2's own log is off
+//! unless `TSS2_LOG` asks for it. It tells systemd when both sockets listen on an open TPM
+//! (`Type=notify`). SIGTERM/SIGINT stop both sockets, let in-flight requests finish, and exit 0.
 //!
 //! Started as root (the packaged unit does, to read both configs), it becomes the user named by
 //! `AZIOT_KEYD_TPM_USER` right after reading them; see `privileges`.
@@ -30,22 +31,17 @@ const KEYD_FD_NAME: &str = "aziot-keyd.socket";
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    init_logging();
+    aziot_http::logging::init();
+    keyd_tpm::tpm::quiet_tss_unless_asked();
     match run(started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("keyd-tpm: error: {e}");
+            // Once: stderr is the log (under systemd, the journal at priority err).
+            log::error!("keyd-tpm cannot start: {e}");
+            aziot_http::notify::status(&format!("failed: {e}"));
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    env_logger::Builder::new()
-        .parse_filters(&std::env::var("AZIOT_LOG").unwrap_or_else(|_| "info".into()))
-        .format_timestamp_millis()
-        .init();
 }
 
 fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
@@ -69,12 +65,12 @@ fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
         let tpmd_listener = listen(&tpmd_endpoint, &mut systemd, TPMD_FD_NAME)?;
         let keyd_endpoint: Endpoint = keyd_config.endpoints.aziot_keyd.parse()?;
         let keyd_listener = listen(&keyd_endpoint, &mut systemd, KEYD_FD_NAME)?;
-        log::info!(
-            "TPM Service API on {}, Keys Service API on {} (ready {} ms after start)",
-            tpmd_config.endpoints.aziot_tpmd,
-            keyd_config.endpoints.aziot_keyd,
-            started.elapsed().as_millis()
+        let listening = format!(
+            "TPM Service API on {}, Keys Service API on {}",
+            tpmd_config.endpoints.aziot_tpmd, keyd_config.endpoints.aziot_keyd
         );
+        log::info!("{listening} (ready {} ms after start)", started.elapsed().as_millis());
+        aziot_http::notify::ready(&listening);
 
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -100,6 +96,7 @@ fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
         tokio::join!(tpmd, keyd);
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
+    aziot_http::notify::stopping();
     // Wait for the TPM owner to flush what it loaded before the process exits.
     owner.shutdown();
     log::info!("keyd-tpm stopped");

@@ -184,6 +184,29 @@ fn the_daemon_survives_a_swtpm_restart() {
 }
 
 #[test]
+fn a_tpm_outage_is_one_error_line_not_two_per_request() {
+    let mut tpm = Swtpm::start();
+    let daemon = Daemon::start(&tpm);
+    assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200);
+    tpm.stop();
+    let before = daemon.log().lines().count();
+    for _ in 0..12 {
+        let r = daemon.sign(b"down");
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let log = daemon.log();
+    let during: Vec<&str> = log.lines().skip(before).collect();
+    let errors: Vec<&&str> = during.iter().filter(|l| l.contains("ERROR")).collect();
+    // The first failure is logged, the repeats within 10 s are counted for later; libtss2's
+    // own WARNING/ERROR lines stay off without TSS2_LOG.
+    assert_eq!(errors.len(), 1, "{}", during.join("\n"));
+    assert!(errors[0].contains("cannot open the TPM"), "{}", errors[0]);
+    assert!(!log.contains("tcti:") || !log.contains("ERROR:"), "libtss2 lines in:\n{log}");
+    tpm.restart();
+    assert_eq!(daemon.sign_ok(b"up again"), hmac_sha256(&KEY_A, b"up again"));
+}
+
+#[test]
 fn auth_key_index_from_config_picks_the_persistent_handle() {
     let tpm = Swtpm::start();
     let daemon = Daemon::start_with(&tpm, "auth_key_index = 0x00_02_00");

@@ -73,6 +73,7 @@ fn main() -> ExitCode {
     env_logger::Builder::new()
         .parse_filters(&filter)
         .target(env_logger::Target::Stderr)
+        .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
     let mut config = Config::new(cli.data_dir);

@@ -1,4 +1,5 @@
-//! HTTP/1.1-over-Unix-socket plumbing shared by our daemons (keyd and tpmd).
+//! HTTP/1.1-over-Unix-socket plumbing shared by our daemons (keyd and tpmd), with their log
+//! format (`logging`) and systemd readiness (`notify`).
 //!
 //! Upstream's `http-common` defines the conventions every aziot client expects:
 //! a mandatory `api-version`, `{"message": ...}` error bodies, JSON bodies parsed
@@ -28,6 +29,8 @@ mod error;
 mod json;
 mod limiter;
 mod listen;
+pub mod logging;
+pub mod notify;
 mod query;
 mod request;
 mod response;

@@ -48,6 +48,7 @@ impl Api {
             {
                 provisioning::get(&ctx).await
             }
+            ("/identities/provisioning/status", &Method::GET) => provisioning::status(&ctx),
             ("/identities/device/reprovision", &Method::POST) => reprovision::post(&ctx, req).await,
             ("/identities/modules", &Method::GET) => modules::list(&ctx, req).await,
             ("/identities/modules", &Method::POST) => modules::create(&ctx, req).await,
@@ -57,6 +58,7 @@ impl Api {
                 | "/identities/device"
                 | "/identities/device/reprovision"
                 | "/identities/modules"
+                | "/identities/provisioning/status"
                 | "/trust-bundle",
                 _,
             ) => return Err(HttpError::method_not_allowed()),

@@ -1,6 +1,10 @@
 //! `GET /identities/provisioning` (api-version 2021-12-01 and later): how the device provisions.
 //! Anyone may ask, as upstream. The registration ID is the configured one or the one derived from
 //! the EK; the payload is the configured payload file's JSON.
+//!
+//! `GET /identities/provisioning/status` (our extension, any api-version): where provisioning
+//! stands, with the last DPS or IoT Hub error and when the next try is (see `progress`). Open to
+//! anyone who may connect, like the route above: it says nothing the enrollment does not.
 
 use aziot_http::Response;
 
@@ -27,4 +31,8 @@ pub async fn get(ctx: &Ctx<'_>) -> Result<Response, Error> {
         registration_id,
         payload,
     })
+}
+
+pub fn status(ctx: &Ctx<'_>) -> Result<Response, Error> {
+    ok_json(&ctx.app.progress.snapshot())
 }

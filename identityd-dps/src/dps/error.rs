@@ -99,7 +99,20 @@ pub enum DpsError {
     GaveUp {
         bound: Duration,
         last: String,
+        /// The cause of the last problem (see [`DpsError::cause`]).
+        last_cause: &'static str,
         endpoint: String,
+    },
+
+    #[error(
+        "DPS asked identityd-dps to wait {retry_after:?} before its next request (Retry-After, after \
+         {last}), which is more than is left of this registration's {bound:?} \
+         (cloud.provisioning_timeout_sec); the next registration starts when that wait is over"
+    )]
+    Throttled {
+        retry_after: Duration,
+        bound: Duration,
+        last: String,
     },
 
     #[error("cannot talk to DPS at {endpoint}: {source}{hint}")]
@@ -122,8 +135,50 @@ impl DpsError {
     pub fn needs_user_action(&self) -> bool {
         !matches!(
             self,
-            DpsError::GaveUp { .. } | DpsError::Tpm(LocalError::Unreachable { .. })
+            DpsError::GaveUp { .. }
+                | DpsError::Throttled { .. }
+                | DpsError::Tpm(LocalError::Unreachable { .. })
         )
+    }
+
+    /// A short, stable name of the kind of failure, for `aziot-tpm status -o json` and scripts.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            DpsError::Tpm(_) => "tpm_service",
+            DpsError::NotEnrolled { .. } => "not_enrolled",
+            DpsError::EkMismatch { .. } => "ek_mismatch",
+            DpsError::NotFound { .. } => "dps_not_found",
+            DpsError::TokenRejected { .. } => "token_rejected",
+            DpsError::Failed { .. } => "registration_failed",
+            DpsError::Disabled { .. } => "disabled",
+            DpsError::Unassigned { .. } => "unassigned",
+            DpsError::Rejected { .. } => "dps_rejected",
+            DpsError::Unexpected { .. } => "dps_unexpected",
+            DpsError::GaveUp { last_cause, .. } => last_cause,
+            DpsError::Throttled { .. } => "dps_throttled",
+            DpsError::Transport { source, .. } => transport_cause(source),
+            DpsError::Payload { .. } => "payload",
+        }
+    }
+}
+
+/// The cause name of a network failure.
+pub fn transport_cause(e: &cloud_http::Error) -> &'static str {
+    match e {
+        cloud_http::Error::Connect { .. } => "dps_unreachable",
+        cloud_http::Error::Tls { .. } => "dps_tls",
+        cloud_http::Error::Timeout { .. } => "dps_timeout",
+        cloud_http::Error::Http { .. } => "dps_connection_dropped",
+        _ => "dps_request",
+    }
+}
+
+/// The cause name of an answer that is retried.
+pub fn status_cause(status: cloud_http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        429 => "dps_throttled",
+        408 => "dps_timeout",
+        _ => "dps_server_error",
     }
 }
 

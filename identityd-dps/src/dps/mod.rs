@@ -14,6 +14,7 @@
 
 mod error;
 pub(crate) use error::transport_hint;
+use error::{status_cause, transport_cause};
 mod wire;
 
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use serde_json::Value;
 use crate::backoff::{self, Backoff};
 use crate::clients::TpmKeys;
 use crate::cloud::{error_code, error_text, segment, Cloud};
+use crate::progress::{now_ms, Problem, Progress};
 use crate::sas::DPS_KEY_NAME;
 
 pub use error::DpsError;
@@ -43,8 +45,10 @@ pub struct Request<'a> {
     pub registration_id: &'a str,
     pub keys: &'a TpmKeys,
     pub payload: Option<&'a Value>,
-    /// Overall bound of the registration.
+    /// Overall bound of the registration (counted once DPS's last `Retry-After` has passed).
     pub bound: Duration,
+    /// Where each retried problem is reported as it happens.
+    pub progress: &'a Progress,
 }
 
 /// Where DPS put the device.
@@ -65,12 +69,21 @@ pub struct Failure {
 
 /// Runs the whole registration.
 pub async fn register(cloud: &Cloud, req: &Request<'_>) -> Result<Assignment, Failure> {
+    let gate = cloud.dps_wait();
+    if !gate.is_zero() {
+        log::info!(
+            "waiting {:.1} s before registering, as DPS asked (Retry-After)",
+            gate.as_secs_f32()
+        );
+        tokio::time::sleep(gate).await;
+    }
     let mut run = Run {
         cloud,
         req,
         deadline: Instant::now() + req.bound,
         backoff: Backoff::new(INITIAL_BACKOFF, cloud.max_backoff),
         last_problem: String::from("none"),
+        last_cause: "dps_request",
         auth_key_replaced: false,
     };
     match run.steps().await {
@@ -88,6 +101,7 @@ struct Run<'a> {
     deadline: Instant,
     backoff: Backoff,
     last_problem: String,
+    last_cause: &'static str,
     auth_key_replaced: bool,
 }
 
@@ -169,6 +183,7 @@ impl Run<'_> {
                 .unwrap_or(DEFAULT_POLL)
                 .clamp(MIN_POLL, MAX_POLL);
             self.last_problem = format!("registration still assigning (operation {operation_id})");
+            self.last_cause = "dps_assigning";
             if !backoff::sleep_within(wait, self.deadline).await {
                 return Err(self.gave_up());
             }
@@ -329,6 +344,7 @@ impl Run<'_> {
         DpsError::GaveUp {
             bound: self.req.bound,
             last: self.last_problem.clone(),
+            last_cause: self.last_cause,
             endpoint: self.req.origin.to_owned(),
         }
     }
@@ -372,7 +388,12 @@ impl Run<'_> {
                 .await
             {
                 Ok(r) if is_transient(r.status) => {
-                    self.last_problem = format!("{step}: {} {}", r.status, error_text(&r.body));
+                    self.last_problem = format!(
+                        "DPS answered the {step} request with {}: {}",
+                        r.status,
+                        error_text(&r.body)
+                    );
+                    self.last_cause = status_cause(r.status);
                     backoff::parse_retry_after(r.header("retry-after"))
                 }
                 Ok(r) => {
@@ -380,7 +401,9 @@ impl Run<'_> {
                     return Ok(r);
                 }
                 Err(e) if e.is_transient() => {
-                    self.last_problem = format!("{step}: {e}");
+                    self.last_problem =
+                        format!("cannot reach DPS at {} ({step}): {e}", self.req.origin);
+                    self.last_cause = transport_cause(&e);
                     None
                 }
                 Err(source) => {
@@ -392,15 +415,36 @@ impl Run<'_> {
                     });
                 }
             };
+            if let Some(wait) = retry_after {
+                self.cloud.dps_retry_after(wait);
+            }
             let wait = backoff::delay(&mut self.backoff, retry_after);
+            self.req.progress.retrying(
+                Problem {
+                    cause: self.last_cause.to_owned(),
+                    message: self.last_problem.clone(),
+                    endpoint: Some(self.req.origin.to_owned()),
+                    at_ms: now_ms(),
+                },
+                wait,
+            );
+            if Instant::now() + wait > self.deadline {
+                // DPS's wait is not cut short: this registration ends, the next starts after it.
+                return Err(match retry_after {
+                    Some(retry_after) => DpsError::Throttled {
+                        retry_after,
+                        bound: self.req.bound,
+                        last: self.last_problem.clone(),
+                    },
+                    None => self.gave_up(),
+                });
+            }
             log::warn!(
                 "{}; retrying in {:.1} s",
                 self.last_problem,
                 wait.as_secs_f32()
             );
-            if !backoff::sleep_within(wait, self.deadline).await {
-                return Err(self.gave_up());
-            }
+            tokio::time::sleep(wait).await;
         }
     }
 }

@@ -78,6 +78,7 @@ impl Supervisor {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            self.app.progress.registering(attempt);
             match self.attempt(use_backup).await {
                 Ok(device) => {
                     self.become_ready(device);
@@ -87,6 +88,9 @@ impl Supervisor {
                 Err(e) => {
                     let message = e.to_string();
                     self.answer(Err(message.clone()));
+                    let problem = e.problem(&self.app.config.dps.origin);
+                    // Never sooner than DPS asked (Retry-After), whatever the backoff says.
+                    let wait = backoff.next_delay().max(self.app.cloud.dps_wait());
                     match (&self.current, fallback && !e.lost_previous_key()) {
                         (Some(device), true) => {
                             log::error!(
@@ -94,6 +98,7 @@ impl Supervisor {
                                 device.device_id,
                                 device.hub_name
                             );
+                            self.app.progress.failed(problem, None, Some(device));
                             let device = device.clone();
                             self.app.set_status(Status::Ready {
                                 device: device.clone(),
@@ -114,9 +119,9 @@ impl Supervisor {
                                 attempt,
                                 last_error: Some(message.clone()),
                             });
+                            self.app.progress.failed(problem, Some(wait), None);
                         }
                     }
-                    let wait = backoff.next_delay();
                     let level = if e.needs_user_action() {
                         log::Level::Error
                     } else {
@@ -159,6 +164,7 @@ impl Supervisor {
     }
 
     fn become_ready(&mut self, device: Device) {
+        self.app.progress.provisioned(&device);
         self.generation += 1;
         self.current = Some(device.clone());
         self.app.set_status(Status::Ready {
@@ -192,6 +198,12 @@ impl Supervisor {
                 }
                 Trigger::HubRejected { generation, reason } if generation == self.generation => {
                     log::warn!("{reason}; registering with DPS again");
+                    self.app.progress.problem(crate::progress::Problem {
+                        cause: "hub_rejected".into(),
+                        message: reason.clone(),
+                        endpoint: self.current.as_ref().map(|d| d.hub_name.clone()),
+                        at_ms: crate::progress::now_ms(),
+                    });
                     self.start_reprovision("IoT Hub rejected the device's credentials");
                     let wait = self.auto_delay();
                     if !wait.is_zero() {

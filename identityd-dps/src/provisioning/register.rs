@@ -36,6 +36,26 @@ impl ProvisionError {
         }
     }
 
+    /// What the admin sees of it: the cause's name, the message and the endpoint.
+    pub fn problem(&self, endpoint: &str) -> crate::progress::Problem {
+        let cause = match self {
+            ProvisionError::Dps { error, .. } => error.cause(),
+            ProvisionError::Tpm(_) => "tpm_service",
+            ProvisionError::State(_) => "state",
+        };
+        let endpoint = match self {
+            ProvisionError::Dps { .. } => Some(endpoint.to_owned()),
+            ProvisionError::Tpm(LocalError::Unreachable { path, .. }) => Some(path.display().to_string()),
+            _ => None,
+        };
+        crate::progress::Problem {
+            cause: cause.to_owned(),
+            message: self.to_string(),
+            endpoint,
+            at_ms: crate::progress::now_ms(),
+        }
+    }
+
     /// The device's previous credentials no longer work.
     pub fn lost_previous_key(&self) -> bool {
         matches!(self, ProvisionError::Dps { loss, .. } if !loss.is_empty())
@@ -60,6 +80,7 @@ pub async fn register(
         keys: &keys,
         payload: payload.as_ref(),
         bound: app.config.cloud.provisioning_timeout(),
+        progress: &app.progress,
     };
     match dps::register(&app.cloud, &request).await {
         Ok(assignment) => persist(app, assignment).map_err(ProvisionError::State),

@@ -473,6 +473,11 @@ impl Env {
 
     pub fn start_identityd(&mut self) {
         self.write_identityd_config();
+        self.start_identityd_keeping_config();
+    }
+
+    /// Starts identityd-dps with identityd.toml as it is (a test may have edited it).
+    pub fn start_identityd_keeping_config(&mut self) {
         self.identityd_runs += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -8,4 +8,5 @@ mod modules;
 mod payload;
 mod provisioning;
 mod proxy;
+mod status;
 mod tokens;

@@ -30,6 +30,16 @@ pub use error::{decode_rc, CommandError, TpmError};
 pub use keys::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, Secret};
 pub use owner::TpmHandle;
 
+/// Turns libtss2's own logging off unless `TSS2_LOG` is set: its default writes WARNING and
+/// ERROR lines to stderr for conditions we report ourselves (once, with the cause and the fix).
+/// `TSS2_LOG=all+debug` (or any other setting) brings them back. Call before the first TPM
+/// context is made, while the process has one thread.
+pub fn quiet_tss_unless_asked() {
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
+}
+
 /// What the owner needs to open and use the TPM. Hierarchy passwords are zeroized on drop and
 /// never printed.
 #[derive(Clone)]

@@ -107,7 +107,8 @@ impl Daemon {
             .env("AZIOT_KEYD_CONFIG", self.dir.path().join("keyd.toml"))
             .env("AZIOT_KEYD_CONFIG_DIR", self.dir.path().join("keyd.d"))
             .env("AZIOT_LOG", "debug")
-            .env("TSS2_LOG", "all+none")
+            // keyd-tpm turns libtss2's log off itself unless TSS2_LOG is set.
+            .env_remove("TSS2_LOG")
             .env_remove("LISTEN_FDS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
