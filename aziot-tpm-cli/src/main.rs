@@ -14,6 +14,7 @@ mod reprovision;
 mod status;
 mod tpm_info;
 mod tpm_read;
+mod unit;
 
 use std::process::ExitCode;
 

@@ -1,16 +1,22 @@
 //! `aziot-tpm status`: is this device provisioned, to which hub and as which device, since when,
-//! and is the DPS auth key in the TPM. Asks identityd (device identity, provisioning settings)
-//! and the TPM Service (auth key), and reads identityd's `device_info`, whose modification time
-//! is when the current assignment was recorded. A daemon that cannot be reached is reported with
-//! its socket and what to start, after whatever the others said.
+//! and is the DPS auth key in the TPM; when it is not, where provisioning stands: the last DPS or
+//! IoT Hub error (cause, endpoint, when) and when the next try is. Asks identityd (device
+//! identity, provisioning settings, identityd-dps's provisioning status) and the TPM Service
+//! (auth key), and reads identityd's `device_info`, whose modification time is when the current
+//! assignment was recorded. When identityd does not answer, its `provisioning_status.json` says
+//! what it last knew. A daemon that cannot be reached is reported with its socket and what to
+//! start (or, under systemd, why it is failing to start), after whatever the others said.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use identityd_dps::progress::{Report, STATUS_FILE};
 
 use aziot_http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::daemon::Daemon;
 use crate::exit::print_json;
 use crate::local::{Local, LocalArgs};
 use crate::{Failure, Output};
@@ -43,10 +49,39 @@ pub struct Status {
     pub auth_key_handle: Option<String>,
     /// Why the device is not provisioned (identityd's words), when it is not.
     pub error: Option<String>,
+    /// identityd-dps's provisioning state: `starting`, `registering`, `waiting`, `provisioned`,
+    /// `stopped` (null with upstream identityd, which does not say).
+    pub provisioning_state: Option<String>,
+    /// The provisioning attempt under way or last failed.
+    pub attempt: Option<u32>,
+    /// The last DPS or IoT Hub error.
+    pub last_error: Option<LastError>,
+    /// When the next DPS request is due, RFC 3339 UTC.
+    pub next_attempt: Option<String>,
+    #[serde(skip)]
+    pub next_attempt_time: Option<SystemTime>,
+    /// Where the provisioning state comes from: `identityd`, or `status_file` (identityd did not
+    /// answer: what it last wrote, as of `status_as_of`).
+    pub status_source: Option<String>,
+    pub status_as_of: Option<String>,
+    /// identityd would not show the device identity to this user.
+    #[serde(skip)]
+    pub refused: bool,
     /// Daemons that could not be reached, each with its socket and what to start.
     pub unreachable: Vec<String>,
     /// Anything else worth knowing (unreadable files, older daemons).
     pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    pub cause: String,
+    pub message: String,
+    pub endpoint: Option<String>,
+    /// RFC 3339 UTC.
+    pub at: String,
+    #[serde(skip)]
+    pub at_time: SystemTime,
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
@@ -75,10 +110,44 @@ impl Status {
         if self.provisioned {
             return Ok(());
         }
-        Err(Failure::failed(format!(
-            "the device is not provisioned: {}",
-            self.error.as_deref().unwrap_or("identityd has no device identity")
-        )))
+        // The whole error is in the output already; say which line, not the error again.
+        let why = match (&self.last_error, &self.error) {
+            (_, Some(e)) if self.refused => e.clone(),
+            (Some(e), _) => format!("{} (see \"Last error\")", e.cause.replace('_', " ")),
+            (None, Some(e)) if self.provisioning_state.is_none() => e.clone(),
+            _ => "identityd has no device identity yet".to_owned(),
+        };
+        Err(Failure::failed(format!("the device is not provisioned: {why}")))
+    }
+
+    /// Takes identityd-dps's provisioning report.
+    fn set_report(&mut self, report: &Report, source: &str) {
+        let time = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        self.provisioning_state = Some(
+            serde_json::to_value(report.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        );
+        self.attempt = (report.attempt > 0).then_some(report.attempt);
+        self.last_error = report.last_error.as_ref().map(|p| LastError {
+            cause: p.cause.clone(),
+            message: p.message.clone(),
+            endpoint: p.endpoint.clone(),
+            at: rfc3339(time(p.at_ms)),
+            at_time: time(p.at_ms),
+        });
+        self.next_attempt_time = report.next_attempt_ms.map(time);
+        self.next_attempt = self.next_attempt_time.map(rfc3339);
+        self.status_source = Some(source.to_owned());
+        self.status_as_of = Some(rfc3339(time(report.updated_ms)));
+        if self.registration_id.is_none() {
+            self.registration_id = report.config.registration_id.clone();
+        }
+        if self.dps_endpoint.is_none() {
+            self.dps_endpoint = Some(report.config.global_endpoint.clone());
+            self.id_scope = Some(report.config.scope_id.clone());
+        }
     }
 }
 
@@ -93,15 +162,54 @@ pub async fn gather(local: &Local) -> Status {
             status.hub = spec["hubName"].as_str().map(str::to_owned);
             status.device_id = spec["deviceId"].as_str().map(str::to_owned);
         }
-        Ok(Err(why)) => status.error = Some(why),
+        Ok(Err(why)) => {
+            status.refused = why.starts_with("identityd refused");
+            status.error = Some(why);
+        }
         Err(failure) => status.unreachable.push(failure.message),
     }
     if status.unreachable.is_empty() {
         provisioning_info(local, &mut status).await;
+        provisioning_report(&local.identityd, &mut status).await;
+    } else {
+        report_file(&local.homedir, &mut status);
     }
     auth_key(local, &mut status).await;
     device_info(&local.homedir, &mut status);
     status
+}
+
+/// identityd-dps's `GET /identities/provisioning/status` (our extension; upstream has none).
+pub async fn provisioning_report(identityd: &Daemon, status: &mut Status) {
+    if let Some(report) = fetch_report(identityd).await {
+        status.set_report(&report, "identityd");
+    }
+}
+
+/// The provisioning report, if identityd-dps answers with one.
+pub async fn fetch_report(identityd: &Daemon) -> Option<Report> {
+    let path = format!("/identities/provisioning/status?{IDENTITYD_API}");
+    let answer = identityd.call(Method::GET, &path, None).await.ok()?;
+    answer
+        .status
+        .is_success()
+        .then(|| serde_json::from_slice(&answer.body).ok())
+        .flatten()
+}
+
+/// What identityd-dps last wrote to its status file, when it does not answer.
+fn report_file(homedir: &Path, status: &mut Status) {
+    let path = homedir.join(STATUS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<Report>(&bytes) {
+            Ok(report) => status.set_report(&report, "status_file"),
+            Err(e) => status.notes.push(format!("{} is not a provisioning status: {e}", path.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => status
+            .notes
+            .push(format!("cannot read {}: permission denied; run as root to see identityd's last provisioning status", path.display())),
+        Err(_) => {}
+    }
 }
 
 /// `Ok(Ok(spec))` when identityd has the device identity, `Ok(Err(why))` when it answered
@@ -191,22 +299,35 @@ pub fn print_text(s: &Status) {
     let or = |v: &Option<String>, missing: &str| v.clone().unwrap_or_else(|| missing.to_owned());
     let provisioned = match (s.provisioned, s.unreachable.is_empty()) {
         (true, _) => "yes".to_owned(),
-        (false, true) => format!("no: {}", or(&s.error, "no device identity")),
+        // With identityd-dps's report, the reason is on the lines below.
+        (false, true) if s.refused => format!("unknown: {}", or(&s.error, "")),
+        (false, true) if s.provisioning_state.is_some() => "no".to_owned(),
+        (false, true) => format!("no: {}", shorten_base64(&or(&s.error, "no device identity"))),
         (false, false) => "unknown (see below)".to_owned(),
     };
     println!("Provisioned:     {provisioned}");
-    if s.hub.is_some() || s.provisioned {
-        println!("IoT Hub:         {}", or(&s.hub, "?"));
-        println!("Device ID:       {}", or(&s.device_id, "?"));
+    if let Some(line) = provisioning_line(s) {
+        println!("Provisioning:    {line}");
     }
-    if let (Some(since), Some(time)) = (&s.since, s.since_time) {
+    if let Some(e) = &s.last_error {
+        println!("Last error:      {}", shorten_base64(&e.message));
+        let endpoint = e.endpoint.as_deref().map(|p| format!(", {p}")).unwrap_or_default();
+        println!("                 ({}{endpoint}, at {}, {})", e.cause, e.at, ago(e.at_time));
+    }
+    if s.hub.is_some() || s.provisioned {
+        let recorded = if s.provisioned { "" } else { " (last recorded)" };
+        println!("IoT Hub:         {}{recorded}", or(&s.hub, "?"));
+        println!("Device ID:       {}{recorded}", or(&s.device_id, "?"));
+    }
+    // Since when it has this identity: only meaningful while it has it.
+    if let (true, Some(since), Some(time)) = (s.provisioned, &s.since, s.since_time) {
         println!("Since:           {since} ({})", ago(time));
     }
     if let Some(id) = &s.registration_id {
         println!("Registration ID: {id}");
     }
     if let Some(endpoint) = &s.dps_endpoint {
-        println!("DPS:             {endpoint} (ID scope {})", or(&s.id_scope, "?"));
+        println!("DPS:             {endpoint} (id_scope {})", or(&s.id_scope, "?"));
     }
     let auth_key = match s.auth_key_present {
         Some(true) => format!("present in the TPM at {}", or(&s.auth_key_handle, "?")),
@@ -236,6 +357,56 @@ pub fn rfc3339(t: SystemTime) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
+/// "waiting: attempt 3 failed; next try in 6 s (at ...)", or None with nothing to say.
+fn provisioning_line(s: &Status) -> Option<String> {
+    let state = s.provisioning_state.as_deref()?;
+    let attempt = s.attempt.map(|a| format!("attempt {a}")).unwrap_or_default();
+    let next = match (&s.next_attempt, s.next_attempt_time) {
+        (Some(at), Some(t)) => format!("; next try {} ({at})", until(t)),
+        _ => String::new(),
+    };
+    let mut line = match state {
+        "provisioned" if s.last_error.is_none() => return None,
+        "provisioned" => "the last reprovisioning failed; the device keeps its identity".to_owned(),
+        "registering" if s.last_error.is_some() => format!("registering with DPS ({attempt}), retrying after the error below{next}"),
+        "registering" => format!("registering with DPS ({attempt})"),
+        "waiting" => format!("{attempt} failed{next}"),
+        "starting" => "identityd-dps is starting".to_owned(),
+        "stopped" => "identityd-dps is stopped".to_owned(),
+        other => other.to_owned(),
+    };
+    if s.status_source.as_deref() == Some("status_file") {
+        line = format!("{line} [identityd-dps is not answering: this is what it last wrote, at {}]", s.status_as_of.as_deref().unwrap_or("?"));
+    }
+    Some(line)
+}
+
+/// A long base64 run (a 424-character EK) cut to its ends; `aziot-tpm tpm-info` prints it whole.
+pub fn shorten_base64(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let core = word.trim_end_matches(|c: char| ".,;:)".contains(c));
+            let b64 = |c: char| c.is_ascii_alphanumeric() || "+/=".contains(c);
+            if core.len() > 64 && core.chars().all(b64) {
+                let tail = &word[core.len()..];
+                format!("{}...{} ({} characters){tail}", &core[..12], &core[core.len() - 8..], core.len())
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// "in 5 s", "in 3 min", "now" for a time in the past.
+fn until(t: SystemTime) -> String {
+    match t.duration_since(SystemTime::now()) {
+        Ok(d) if d.as_secs() < 120 => format!("in {} s", d.as_secs() + u64::from(d.subsec_millis() > 0)),
+        Ok(d) => format!("in {} min", d.as_secs() / 60),
+        Err(_) => "now".to_owned(),
+    }
+}
+
 /// "5 s ago", "3 min ago", "2 h ago", "4 days ago".
 fn ago(t: SystemTime) -> String {
     let secs = SystemTime::now().duration_since(t).map_or(0, |d| d.as_secs());
@@ -250,6 +421,16 @@ fn ago(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_base64_is_cut_to_its_ends() {
+        let ek = "A".repeat(420) + "Qg==";
+        let text = format!("enroll endorsement key {ek} (`aziot-tpm tpm-info` prints both); or");
+        let short = shorten_base64(&text);
+        assert!(short.contains("AAAAAAAAAAAA...AAAAQg== (424 characters) (`aziot-tpm"), "{short}");
+        assert_eq!(shorten_base64("short words stay"), "short words stay");
+        assert_eq!(shorten_base64(&format!("{ek}.")), "AAAAAAAAAAAA...AAAAQg== (424 characters).");
+    }
 
     #[test]
     fn rfc3339_of_known_instants() {

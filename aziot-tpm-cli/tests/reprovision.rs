@@ -50,3 +50,22 @@ fn reprovision_by_a_caller_without_the_right_is_refused_with_the_fix() {
     assert!(stderr.contains("identityd refused to reprovision (authorization error)"), "{run:?}");
     assert!(stderr.contains("run it as root"), "{run:?}");
 }
+
+#[test]
+fn reprovision_shows_the_dps_error_while_it_waits_and_stops_at_its_bound() {
+    // No emulator: identityd-dps's DPS is https://127.0.0.1:9, where nothing listens.
+    let mut device = Device::with_tpm();
+    device.start_keyd();
+    device.start_identityd(None);
+    let started = std::time::Instant::now();
+    let run = device.cli(&["reprovision", "--timeout", "6"]);
+    let took = started.elapsed();
+    let stderr = run.expect(3).stderr();
+    assert!(stderr.contains("(waiting up to 6 s; --timeout to change)"), "{run:?}");
+    // The refused connection is shown as it happens, not when the registration gives up.
+    let line = stderr.lines().find(|l| l.contains("cannot reach DPS")).unwrap_or_else(|| panic!("{run:?}"));
+    assert!(line.contains("refused") && line.ends_with("(dps_unreachable)"), "{line}");
+    assert!(stderr.contains("gave up waiting after 6 s (--timeout); identityd-dps goes on registering"), "{run:?}");
+    assert!(stderr.contains("Last error (dps_unreachable, at ") && stderr.contains("Next try: "), "{run:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}

@@ -15,13 +15,32 @@ fn status_follows_the_device_from_unenrolled_to_provisioned_and_names_a_stopped_
     device.start_identityd(None);
 
     // Not enrolled: identityd keeps trying, status says why and exits 1.
-    let before = device.cli(&["status", "-o", "json"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let run = device.cli(&["status", "-o", "json"]);
+        if run.json()["last_error"].is_object() || std::time::Instant::now() > deadline {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let json = before.expect(1).json();
+    assert_eq!(json["last_error"]["cause"], "not_enrolled", "{before:?}");
     assert_eq!(json["provisioned"], false);
     assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "{before:?}");
     assert_eq!(json["auth_key_present"], false, "{before:?}");
     let text = device.cli(&["status"]);
-    assert!(text.expect(1).stdout().starts_with("Provisioned:     no: "), "{text:?}");
+    let out = text.expect(1).stdout();
+    assert!(out.starts_with("Provisioned:     no\n"), "{text:?}");
+    // The not-enrolled error once, on stdout, with the 424-character EK cut to its ends; stderr
+    // only points at it.
+    let ek = device.cli(&["tpm-info", "-o", "json"]).json()["endorsement_key"].as_str().unwrap().to_owned();
+    assert_eq!(out.matches("DPS does not accept registration ID").count(), 1, "{text:?}");
+    assert!(out.contains("Last error:      DPS does not accept") && out.contains("(424 characters)"), "{text:?}");
+    assert!(out.contains("(not_enrolled, https://"), "{text:?}");
+    assert!(!text.stdout().contains(&ek) && !text.stderr().contains(&ek), "{text:?}");
+    assert!(text.stderr().contains("not provisioned: not enrolled (see \"Last error\")"), "{text:?}");
+    assert!(!out.contains("Since:"), "no Since while not provisioned: {text:?}");
+    assert!(out.contains("(id_scope "), "{text:?}");
 
     device.enroll(&[]).expect(0);
     let status = device.wait_provisioned(Duration::from_secs(60));
@@ -79,4 +98,39 @@ fn status_with_no_daemon_at_all_exits_3_and_says_what_to_start() {
     assert!(stderr.contains("systemctl start aziot-identityd.socket"), "{run:?}");
     assert!(stderr.contains("cannot reach the TPM Service (keyd-tpm)"), "{run:?}");
     assert!(run.stdout().contains("Provisioned:     unknown"), "{run:?}");
+}
+
+#[test]
+fn status_names_an_unreachable_dps_within_seconds_with_the_next_try() {
+    // No emulator: identityd-dps's DPS is https://127.0.0.1:9, where nothing listens.
+    let mut device = Device::with_tpm();
+    device.start_keyd();
+    let started = std::time::Instant::now();
+    device.start_identityd(None);
+    let run = loop {
+        let run = device.cli(&["status"]);
+        if run.stdout().contains("Last error:") {
+            break run;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no error shown: {run:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let took = started.elapsed();
+    let out = run.expect(1).stdout();
+    assert!(out.contains("Last error:      cannot reach DPS at https://127.0.0.1:9") && out.contains("refused"), "{run:?}");
+    assert!(out.contains("(dps_unreachable, https://127.0.0.1:9, at "), "{run:?}");
+    assert!(out.contains("Provisioning:    registering with DPS (attempt 1), retrying") && out.contains("next try"), "{run:?}");
+    assert!(run.stderr().contains("not provisioned: dps unreachable"), "{run:?}");
+    eprintln!("status showed the DPS error {took:?} after identityd-dps started");
+    let json = device.cli(&["status", "-o", "json"]).json();
+    assert_eq!(json["last_error"]["cause"], "dps_unreachable", "{json}");
+    assert_eq!(json["provisioning_state"], "registering", "{json}");
+    assert!(json["next_attempt"].as_str().is_some_and(|t| t.ends_with('Z')), "{json}");
+
+    // identityd-dps stops: the status file still says what it last met.
+    device.stop_identityd();
+    let run = device.cli(&["status"]);
+    let out = run.expect(3).stdout();
+    assert!(out.contains("identityd-dps is stopped [identityd-dps is not answering: this is what it last wrote"), "{run:?}");
+    assert!(out.contains("Last error:      cannot reach DPS"), "{run:?}");
 }

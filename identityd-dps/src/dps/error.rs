@@ -35,8 +35,9 @@ pub enum DpsError {
     },
 
     #[error(
-        "DPS answered 404 to the registration of {registration_id:?} ({detail}); check \
-         provisioning.scope_id = {scope_id:?} and provisioning.global_endpoint"
+        "DPS answered 404 to the registration of {registration_id:?} ({detail}); check the ID scope \
+         {scope_id:?} (`id_scope` in /etc/aziot/config.toml, then `aziot-tpm config apply`) and \
+         global_endpoint"
     )]
     NotFound {
         registration_id: String,
