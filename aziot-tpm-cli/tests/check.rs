@@ -29,7 +29,7 @@ fn a_provisioned_device_passes_every_check_in_text_json_and_json_stream() {
         "\u{221a} DPS auth key is in the TPM of the provisioned device - OK\n",
         "\u{221a} assigned IoT Hub is reachable and accepts the device's credentials - OK\n",
         "\u{221a} host clock agrees with DPS and IoT Hub closely enough for SAS tokens - OK\n",
-        "13 check(s) succeeded.\n",
+        "14 check(s) succeeded.\n",
     ] {
         assert!(out.contains(line), "{line:?} missing:\n{out}");
     }
@@ -38,7 +38,7 @@ fn a_provisioned_device_passes_every_check_in_text_json_and_json_stream() {
     // -o json: aziotctl's document, every check ok (or ignored where it does not apply).
     let json = check(&device, &["-o", "json"]).expect(0).json();
     let checks = json["checks"].as_object().unwrap();
-    assert_eq!(checks.len(), 16, "{json}");
+    assert_eq!(checks.len(), 17, "{json}");
     for (id, c) in checks {
         let result = c["result"]["result"].as_str().unwrap();
         let expected = match id.as_str() {
@@ -78,7 +78,7 @@ fn a_provisioned_device_passes_every_check_in_text_json_and_json_stream() {
         .map(|v| v["name"].as_str().unwrap())
         .collect();
     assert_eq!(sections, ["Configuration checks", "TPM checks", "Connectivity checks"]);
-    assert_eq!(values.iter().filter(|v| v["kind"] == "check").count(), 16);
+    assert_eq!(values.iter().filter(|v| v["kind"] == "check").count(), 17);
     let tcti = values.iter().find(|v| v["id"] == "tpm-tcti-opens").unwrap();
     assert_eq!(tcti["description"], "TPM answers through the configured TCTI");
     assert_eq!(tcti["result"], serde_json::json!({"result": "ok"}));
@@ -115,6 +115,47 @@ fn a_provisioned_device_passes_every_check_in_text_json_and_json_stream() {
     );
     let strict = check(&device, &["-o", "json", "--warnings-as-errors"]);
     assert_eq!(result_of(&strict.expect(1).json(), "configs-up-to-date"), "error");
+}
+
+#[test]
+fn check_judges_what_identityd_does_now_not_what_an_earlier_registration_left() {
+    let mut device = provisioned_device();
+    let config = std::fs::read_to_string(device.path("identityd.toml")).unwrap();
+    let scope = device.ready("id_scope");
+    std::fs::write(device.path("identityd.toml"), config.replace(&scope, "0ne0000BAD0")).unwrap();
+
+    // Written but not applied: identityd-dps still runs with the old ID scope.
+    let run = check(&device, &["-o", "json"]);
+    let json = run.expect(1).json();
+    assert_eq!(result_of(&json, "identityd-provisioned"), "error", "{run:?}");
+    let details = json["checks"]["identityd-provisioned"]["result"]["details"][0].as_str().unwrap();
+    assert!(
+        details.contains(&format!("id_scope \"{scope}\" (the config says \"0ne0000BAD0\")"))
+            && details.contains("has not taken effect"),
+        "{details}"
+    );
+
+    // Applied: DPS does not know the scope. device_info still names the old hub; check must
+    // not pass on it.
+    device.stop_identityd();
+    device.start_identityd_keeping_config();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let json = loop {
+        let json = check(&device, &["-o", "json"]).json();
+        if json["checks"]["identityd-provisioned"]["additional_info"]["last_error"].is_object() {
+            break json;
+        }
+        assert!(std::time::Instant::now() < deadline, "{json}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(result_of(&json, "identityd-provisioned"), "error", "{json}");
+    let details = json["checks"]["identityd-provisioned"]["result"]["details"][0].as_str().unwrap();
+    assert!(details.contains("the device is not provisioned: DPS answered 404") && details.contains("(dps_not_found, https://"), "{details}");
+    assert!(details.contains("identityd-dps tries again at "), "{details}");
+    assert_eq!(result_of(&json, "iothub-reachable"), "warning", "{json}");
+    let text = check(&device, &[]);
+    let out = text.expect(1).stdout();
+    assert!(out.contains("\u{00d7} device is provisioned now, with the DPS settings of the config - Error"), "{out}");
 }
 
 #[test]

@@ -110,6 +110,12 @@ pub async fn iothub(ctx: &mut Context) -> CheckOutput {
     let Some(hub) = ctx.iothub_hostname() else {
         let result = match &ctx.provisioning.device_info {
             Some(Err(e)) => CheckResult::error(e.clone()),
+            Some(Ok(Some(old))) => CheckResult::warning(format!(
+                "the device has no identity now (see identityd-provisioned), so there is no assigned IoT Hub to \
+                 test; {} still names {} from an earlier registration",
+                config.homedir.join("device_info").display(),
+                old.hub_name
+            )),
             _ => CheckResult::warning(format!(
                 "the device is not provisioned yet ({} has no device_info), so there is no IoT Hub to test. \
                  identityd-dps registers with DPS when it starts: read its log, and check the enrollment",

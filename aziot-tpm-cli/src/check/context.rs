@@ -115,6 +115,8 @@ pub struct Context {
     pub clock: Vec<ClockSample>,
     /// The HTTPS proxy identityd-dps goes through (see `proxy.rs`); the cloud checks use it too.
     pub proxy: super::proxy::Found,
+    /// What identityd says about provisioning now (filled by `identityd-provisioned`).
+    pub live: Option<super::provisioned::Live>,
 }
 
 impl Context {
@@ -143,6 +145,7 @@ impl Context {
             tpmd_answer: None,
             tpm: None,
             clock: Vec::new(),
+            live: None,
         }
     }
 
@@ -173,12 +176,15 @@ impl Context {
         Some(aziot_tpm_common::AUTH_KEY_HANDLE_BASE + index)
     }
 
-    /// The hub to test: `--iothub-hostname`, else the one DPS assigned.
+    /// The hub to test: `--iothub-hostname`, else the one DPS assigned (unless identityd says
+    /// the device has no identity now: `device_info` may be an earlier registration's).
     pub fn iothub_hostname(&self) -> Option<String> {
-        self.opts
-            .iothub_hostname
-            .clone()
-            .or_else(|| self.provisioning.device().map(|d| d.hub_name.clone()))
+        self.opts.iothub_hostname.clone().or_else(|| {
+            self.provisioning
+                .device()
+                .filter(|_| self.live.as_ref().is_none_or(super::provisioned::Live::provisioned))
+                .map(|d| d.hub_name.clone())
+        })
     }
 }
 

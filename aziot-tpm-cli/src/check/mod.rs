@@ -14,6 +14,7 @@ mod daemons;
 mod device_node;
 mod host_info;
 mod outcome;
+mod provisioned;
 mod proxy;
 mod render;
 mod tpm;
@@ -113,6 +114,7 @@ enum Id {
     KeydRunning,
     TpmdRunning,
     IdentitydRunning,
+    IdentitydProvisioned,
     TpmDeviceNode,
     TpmTctiOpens,
     TpmEkSrk,
@@ -137,6 +139,7 @@ const SECTIONS: &[(&str, &[Id])] = &[
             Id::KeydRunning,
             Id::TpmdRunning,
             Id::IdentitydRunning,
+            Id::IdentitydProvisioned,
         ],
     ),
     (
@@ -168,6 +171,10 @@ impl Id {
             Id::KeydRunning => ("keyd-running", "keyd is running"),
             Id::TpmdRunning => ("tpmd-running", "tpmd is running"),
             Id::IdentitydRunning => ("identityd-running", "identityd is running"),
+            Id::IdentitydProvisioned => (
+                "identityd-provisioned",
+                "device is provisioned now, with the DPS settings of the config",
+            ),
             Id::TpmDeviceNode => (
                 "tpm-device-node",
                 "TPM device node is present and usable by keyd-tpm's user",
@@ -219,6 +226,7 @@ impl Id {
             Id::KeydRunning => daemons::keyd(ctx).await,
             Id::TpmdRunning => daemons::tpmd(ctx).await,
             Id::IdentitydRunning => daemons::identityd(ctx).await,
+            Id::IdentitydProvisioned => provisioned::check(ctx).await,
             Id::TpmDeviceNode => tpm::device_node(ctx),
             Id::TpmTctiOpens => tpm::tcti_opens(ctx).await,
             Id::TpmEkSrk => tpm::ek_srk(ctx),

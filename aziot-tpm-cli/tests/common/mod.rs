@@ -158,6 +158,11 @@ impl Device {
     /// from the EK).
     pub fn start_identityd_registering_as(&mut self, idtype: Option<&str>, registration_id: Option<&str>) {
         self.write_identityd_config(idtype, registration_id);
+        self.start_identityd_keeping_config();
+    }
+
+    /// Starts identityd-dps with identityd.toml as it is (a test may have edited it).
+    pub fn start_identityd_keeping_config(&mut self) {
         let mut command = Command::new(workspace_bin("identityd-dps"));
         command
             .env("AZIOT_IDENTITYD_CONFIG", self.path("identityd.toml"))
