@@ -39,6 +39,41 @@ impl Request {
         }
     }
 
+    /// The request the server hands a service for `method target` (origin form, e.g.
+    /// `/key/a%20b?api-version=2021-05-01`) with this `Content-Type` and body, after the same
+    /// query parsing and `api-version` gate; or the error the server answers instead. For
+    /// testing services in-process with what clients put on the wire.
+    #[doc(hidden)]
+    pub fn from_wire(
+        api_versions: &[&str],
+        method: &str,
+        target: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Self, crate::HttpError> {
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| crate::HttpError::bad_request("invalid HTTP method"))?;
+        let uri: hyper::Uri = target
+            .parse()
+            .map_err(|_| crate::HttpError::bad_request("invalid request target"))?;
+        let query = crate::query::parse(uri.query());
+        let api_version = crate::service::check_api_version(api_versions, query.api_version)?;
+        let mut headers = HeaderMap::new();
+        if let Some(value) = content_type.and_then(|c| hyper::header::HeaderValue::from_str(c).ok()) {
+            headers.insert(hyper::header::CONTENT_TYPE, value);
+        }
+        Ok(Request {
+            method,
+            path: uri.path().to_owned(),
+            query: query.params,
+            api_version,
+            headers,
+            body: body.filter(|b| !b.is_empty()).map(Bytes::from),
+            uid: 0,
+            pid: None,
+        })
+    }
+
     /// The path's segments, percent-decoded: `/a/b%2Fc/` gives `["a", "b/c", ""]`.
     pub fn segments(&self) -> Vec<String> {
         let path = self.path.strip_prefix('/').unwrap_or(&self.path);

@@ -131,4 +131,6 @@ fn ok_json<T: serde::Serialize>(value: &T) -> Result<Response, Error> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;

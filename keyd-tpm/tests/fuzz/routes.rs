@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aziot_http::{header::CONTENT_TYPE, Bytes, HeaderValue, Method, Request, Service};
+use aziot_http::{Bytes, Method, Request, Service};
 use keyd_tpm::keyd::{KeyService, KeydConfig};
 use keyd_tpm::tpm::{TpmHandle, TpmSettings};
 use keyd_tpm::tpmd::TpmService;
@@ -114,28 +114,11 @@ pub fn victims(keyd: super::witness::Call) -> Vec<String> {
     handles
 }
 
-/// The `Request` the server would hand the service for `spec`.
+/// The `Request` the server would hand the service for `spec`, or `None` where its gate
+/// would have answered (an api-version it does not serve, a target that is not a URI).
 pub fn request(spec: &Spec, versions: &[&str]) -> Option<Request> {
-    let method = Method::from_bytes(spec.method.as_bytes()).ok()?;
-    let mut api_version = None;
-    let mut req = Request::new(method, spec.path.clone(), "");
-    for (name, value) in &spec.query_pairs {
-        if name == "api-version" {
-            api_version = Some(value.clone());
-        } else {
-            req.query.insert(name.clone(), value.clone());
-        }
-    }
-    let api_version = api_version.filter(|v| versions.contains(&v.as_str()))?;
-    req.api_version = api_version;
-    let body = spec.body.clone().filter(|b| !b.is_empty());
-    if body.is_some() {
-        if let Some(ct) = spec.content_type().and_then(|c| HeaderValue::from_str(c).ok()) {
-            req.headers.insert(CONTENT_TYPE, ct);
-        }
-    }
-    req.body = body.map(Bytes::from);
-    Some(req)
+    let target = format!("{}{}", spec.path, spec.query);
+    Request::from_wire(versions, &spec.method, &target, spec.content_type(), spec.body.clone()).ok()
 }
 
 fn verdict(answer: Option<(u16, Vec<u8>)>) -> Result<(), TestCaseError> {

@@ -11,6 +11,7 @@
 
 pub mod gen;
 pub mod http;
+pub mod toml_gen;
 
 use std::fmt::Debug;
 use std::io::Write;
