@@ -7,6 +7,8 @@
 //! systemctl. Everything is checked and rendered before the first file is touched.
 
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod render;
 mod restart;
 mod super_config;

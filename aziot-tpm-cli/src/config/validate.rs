@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use identityd_dps::config::MAX_DURATION_SEC;
+
 use super::error::ApplyError;
 use super::super_config::{self, Parsed, Raw};
 
@@ -139,6 +141,12 @@ pub fn validate(
     };
     let cloud_timeout_sec = match cloud_timeout_sec {
         None => MIN_CLOUD_TIMEOUT_SEC as u64,
+        Some(t) if t > MAX_DURATION_SEC as i64 => {
+            return Err(bad(
+                "cloud_timeout_sec",
+                format!("= {t}: must be at most {MAX_DURATION_SEC} seconds (365 days)"),
+            ))
+        }
         Some(t) if t >= MIN_CLOUD_TIMEOUT_SEC => t as u64,
         Some(t) => {
             return Err(bad(
@@ -532,6 +540,13 @@ fn check_cloud(path: &Path, cloud: super_config::Cloud) -> Result<super_config::
                 path,
                 format!("cloud.{key}"),
                 format!("= {v}: must be greater than 0"),
+            ));
+        }
+        if let Some(v) = value.filter(|v| *v > MAX_DURATION_SEC as i64) {
+            return Err(ApplyError::invalid(
+                path,
+                format!("cloud.{key}"),
+                format!("= {v}: must be at most {MAX_DURATION_SEC} seconds (365 days)"),
             ));
         }
     }

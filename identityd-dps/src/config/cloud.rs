@@ -79,9 +79,7 @@ impl CloudSettings {
             ),
             ("cloud.max_backoff_sec", self.max_backoff_sec),
         ] {
-            if value == 0 {
-                return Err(InvalidConfig::key(key, "must be greater than 0"));
-            }
+            super::check_duration(key, value)?;
         }
         Ok(())
     }

@@ -26,6 +26,23 @@ pub use provisioning::{DpsSettings, Payload, RawAttestation, RawProvisioning};
 pub const DEFAULT_CLOUD_TIMEOUT_SEC: u64 = 70;
 pub const DEFAULT_CLOUD_RETRIES: u32 = 1;
 pub const DEFAULT_MAX_REQUESTS: usize = 10;
+/// The longest any timeout, backoff or token lifetime may be: 365 days. Larger values would
+/// overflow the clock where the daemon adds them to "now" (and mean nothing for a cloud call).
+pub const MAX_DURATION_SEC: u64 = 365 * 24 * 3600;
+
+/// `key = value` must be 1..=[`MAX_DURATION_SEC`] seconds.
+pub fn check_duration(key: &str, value: u64) -> Result<(), InvalidConfig> {
+    if value == 0 {
+        return Err(InvalidConfig::key(key, "must be greater than 0"));
+    }
+    if value > MAX_DURATION_SEC {
+        return Err(InvalidConfig::key(
+            key,
+            format!("= {value} is too long: it must be at most {MAX_DURATION_SEC} seconds (365 days)"),
+        ));
+    }
+    Ok(())
+}
 
 /// The config files as written, in upstream's shape plus our `[cloud]` table.
 #[derive(Debug, Deserialize)]
@@ -118,12 +135,7 @@ impl Settings {
                 "is empty; set it to identityd's state directory, e.g. /var/lib/aziot/identityd",
             ));
         }
-        if self.cloud_timeout_sec == 0 {
-            return Err(InvalidConfig::key(
-                "cloud_timeout_sec",
-                "must be greater than 0",
-            ));
-        }
+        check_duration("cloud_timeout_sec", self.cloud_timeout_sec)?;
         let dps = self.provisioning.validate()?;
         principal::check(&self.principal, self.localid.as_ref())?;
         let endpoints = self.endpoints.resolve()?;
@@ -167,6 +179,9 @@ scope_id = "0ne00000001"
 [provisioning.attestation]
 method = "tpm"
 "#;
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {
@@ -217,6 +232,15 @@ name = "aziot-edged"
         .unwrap();
         assert_eq!(c.dps.registration_id.as_deref(), Some("my-device"));
         assert_eq!(c.principals.len(), 1);
+    }
+
+    #[test]
+    fn a_timeout_past_a_year_is_refused_naming_the_limit() {
+        let e = parse(&format!("cloud_timeout_sec = 9223372036854775807\n{MINIMAL}")).unwrap_err();
+        assert!(e.contains("cloud_timeout_sec") && e.contains("at most 31536000"), "{e}");
+        let e = parse(&format!("{MINIMAL}\n[cloud]\nprovisioning_timeout_sec = 31536001\n")).unwrap_err();
+        assert!(e.contains("cloud.provisioning_timeout_sec"), "{e}");
+        assert!(parse(&format!("cloud_timeout_sec = 31536000\n{MINIMAL}")).is_ok());
     }
 
     #[test]
