@@ -27,123 +27,26 @@ cache="$root/target/package-test"
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/run.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-
-passed=0 failed=0 skipped=0
-pass() { passed=$((passed + 1)); echo "ok - $1"; }
-fail() {
-  local line
-  failed=$((failed + 1))
-  echo "FAIL - $1"
-  if [ -n "${2:-}" ]; then while IFS= read -r line; do echo "    $line"; done <<<"$2"; fi
-}
-skip() { skipped=$((skipped + 1)); echo "skipped - $1"; }
-# check DESCRIPTION COMMAND...: passes when COMMAND succeeds; shows its output when it fails.
-check() {
-  local what=$1 out
-  shift
-  if out=$("$@" 2>&1); then pass "$what"; else fail "$what" "$out"; fi
-}
-# same ACTUAL EXPECTED DESCRIPTION: passes when they are equal; shows the difference otherwise.
-same() {
-  if [ "$1" = "$2" ]; then pass "$3"; else fail "$3" "$(diff <(echo "$2") <(echo "$1") || true)"; fi
-}
-step() { echo "# $1 (at ${SECONDS}s)"; }
+# shellcheck source=tests/package/lib.sh
+. "$here/lib.sh"
 
 bash "$root/scripts/setup.sh" shellcheck debootstrap systemd-container procps >&2
 
 # --- Build ---------------------------------------------------------------------------------
 step "build the package from $bin_dir"
-if ! deb=$(bash "$root/scripts/package.sh" --bin-dir "$bin_dir" --out "$work" 2> "$work/build.log" | tail -1) \
-   || [ ! -f "$deb" ]; then
-  fail "the package builds and lintian finds no error or warning" "$(tail -40 "$work/build.log")"
-  echo "$passed passed, $failed failed, $skipped skipped"
-  exit 1
-fi
-pass "the package builds and lintian finds no error or warning ($(du -h "$deb" | cut -f1))"
+build_package "the package builds and lintian finds no error or warning" --bin-dir "$bin_dir"
 
 # --- Contents --------------------------------------------------------------------------------
 step "contents"
-# mode owner path (symlinks with their target), docs apart: they follow docs/.
-listing=$(dpkg-deb -c "$deb" | awk '{p = $6; for (i = 7; i <= NF; i++) p = p " " $i; print $1, $2, p}' \
-  | grep -v ' \./usr/share/doc/' | sort -k3)
-expected=$(sort -k3 <<'EOF'
-drwxr-xr-x root/root ./
-drwxr-xr-x root/root ./etc/
-drwxr-xr-x root/root ./etc/aziot/
-drwxr-xr-x root/root ./etc/aziot/tpmd/
-drwxr-xr-x root/root ./etc/aziot/tpmd/config.d/
--rw-r--r-- root/root ./etc/aziot/tpmd/config.d/50-aziot-tpm.toml
-drwxr-xr-x root/root ./lib/
-drwxr-xr-x root/root ./lib/systemd/
-drwxr-xr-x root/root ./lib/systemd/system/
-drwxr-xr-x root/root ./lib/systemd/system/aziot-identityd.service.d/
--rw-r--r-- root/root ./lib/systemd/system/aziot-identityd.service.d/50-identityd-dps.conf
-drwxr-xr-x root/root ./lib/systemd/system/aziot-keyd.service.d/
--rw-r--r-- root/root ./lib/systemd/system/aziot-keyd.service.d/50-keyd-tpm.conf
--rw-r--r-- root/root ./lib/systemd/system/aziot-keyd.service.d/60-tpmd-socket.conf
-drwxr-xr-x root/root ./lib/systemd/system/aziot-tpmd.service.d/
--rw-r--r-- root/root ./lib/systemd/system/aziot-tpmd.service.d/50-keyd-tpm.conf
-drwxr-xr-x root/root ./lib/systemd/system/aziot-tpmd.socket.d/
--rw-r--r-- root/root ./lib/systemd/system/aziot-tpmd.socket.d/50-keyd-tpm.conf
-drwxr-xr-x root/root ./lib/systemd/system-generators/
--rwxr-xr-x root/root ./lib/systemd/system-generators/aziot-tpm-generator
-drwxr-xr-x root/root ./usr/
-drwxr-xr-x root/root ./usr/bin/
--rwxr-xr-x root/root ./usr/bin/aziot-tpm
-lrwxrwxrwx root/root ./usr/bin/aziotctl -> aziot-tpm
-drwxr-xr-x root/root ./usr/libexec/
-drwxr-xr-x root/root ./usr/libexec/aziot-tpm/
--rwxr-xr-x root/root ./usr/libexec/aziot-tpm/identityd-dps
--rwxr-xr-x root/root ./usr/libexec/aziot-tpm/keyd-tpm
-drwxr-xr-x root/root ./usr/share/
-drwxr-xr-x root/root ./usr/share/aziot-tpm/
--rw-r--r-- root/root ./usr/share/aziot-tpm/config.toml.template
-drwxr-xr-x root/root ./usr/share/aziot-tpm/units/
--rw-r--r-- root/root ./usr/share/aziot-tpm/units/aziot-identityd.service
--rw-r--r-- root/root ./usr/share/aziot-tpm/units/aziot-identityd.socket
--rw-r--r-- root/root ./usr/share/aziot-tpm/units/aziot-keyd.service
--rw-r--r-- root/root ./usr/share/aziot-tpm/units/aziot-keyd.socket
--rw-r--r-- root/root ./usr/share/aziot-tpm/units/aziot-tpmd.socket
-drwxr-xr-x root/root ./usr/share/lintian/
-drwxr-xr-x root/root ./usr/share/lintian/overrides/
--rw-r--r-- root/root ./usr/share/lintian/overrides/aziot-tpm
-drwxr-xr-x root/root ./usr/share/man/
-drwxr-xr-x root/root ./usr/share/man/man1/
--rw-r--r-- root/root ./usr/share/man/man1/aziot-tpm.1.gz
-EOF
-)
-same "$listing" "$expected" "paths, modes and owners are exactly the expected ones"
-# debhelper compresses docs over 4 KiB, so compare the names without .gz.
-docs=$(dpkg-deb -c "$deb" | awk '{print $6}' | grep '^\./usr/share/doc/aziot-tpm/' | sed 's|.*/||; s|\.gz$||' | sort)
-# has_lines TEXT LINE...: every LINE is a whole line of TEXT.
-has_lines() {
-  local text=$1 line
-  shift
-  for line in "$@"; do
-    grep -qxF -- "$line" <<<"$text" || { echo "no line \"$line\" in:"; echo "$text"; return 1; }
-  done
-}
-check "docs include the README, install.md and the copyright" \
-  has_lines "$docs" README.md install.md copyright changelog
-same "$(dpkg-deb -f "$deb" Package Architecture | tr '\n' ' ')" \
-  "Package: aziot-tpm Architecture: $(dpkg-architecture -qDEB_HOST_ARCH) " "one binary package for this architecture"
-depends=$(dpkg-deb -f "$deb" Depends)
-check "Depends names adduser, tpm-udev (tss group, /dev/tpmrm0 rule) and the TSS and OpenSSL libraries" \
-  has_lines "$(tr ',' '\n' <<<"$depends" | sed 's/(.*)//; s/ //g')" adduser tpm-udev libtss2-esys-3.0.2-0 libtss2-tctildr0 libssl3
-same "$(dpkg-deb -f "$deb" Conflicts Breaks Replaces Provides)" "" \
-  "no Conflicts/Breaks/Replaces/Provides: it coexists with aziot-identity-service"
-mkdir -p "$work/control"
-dpkg-deb -e "$deb" "$work/control"
-same "$(cat "$work/control/conffiles")" "/etc/aziot/tpmd/config.d/50-aziot-tpm.toml" "the one conffile is the tpmd snippet"
-check "the version is the workspace's" grep -qE "^version = \"$(dpkg-deb -f "$deb" Version)\"" "$root/Cargo.toml"
+check_contents "$deb" "$(dpkg-architecture -qDEB_HOST_ARCH)"
 
 # --- Maintainer scripts ----------------------------------------------------------------------
 step "maintainer scripts"
 if command -v shellcheck > /dev/null; then
   check "shellcheck: maintainer scripts (with debhelper's parts)" \
     shellcheck -s sh "$work/control/preinst" "$work/control/postinst" "$work/control/postrm" "$work/control/prerm"
-  check "shellcheck: scripts/package.sh, tests/package/run.sh, the stand-in's scripts" \
-    shellcheck "$root/scripts/package.sh" "$0" "$here"/upstream-stand-in/DEBIAN/p*
+  check "shellcheck: scripts/package.sh, the package tests, the stand-in's scripts" \
+    shellcheck -x -P "$root" "$root/scripts/package.sh" "$here"/*.sh "$here"/upstream-stand-in/DEBIAN/p*
 else
   skip "shellcheck is not installed (apt-get install shellcheck)"
 fi
@@ -164,16 +67,6 @@ exposure() { # ROOT UNIT
   chroot "$1" systemd-analyze security --offline=true "$2" 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p'
 }
 
-# generated ROOT: runs our systemd generator in the chroot as systemd would at boot and lists
-# what it made, relative to its output directory.
-generated() {
-  local r=$1 out=/run/systemd/generator.late
-  rm -rf "$r/run/systemd"
-  mkdir -p "$r/run/systemd/generator" "$r/run/systemd/generator.early" "$r$out"
-  in_root "$r" /lib/systemd/system-generators/aziot-tpm-generator \
-    /run/systemd/generator /run/systemd/generator.early "$out"
-  (cd "$r$out" && find . -mindepth 1 | sort)
-}
 # with_generated ROOT COMMAND...: runs COMMAND while the generated units are installed where
 # offline tools find them (systemd-analyze reads generator directories only from a manager).
 with_generated() {
@@ -185,15 +78,6 @@ with_generated() {
   return "$status"
 }
 the_units=(aziot-keyd.service aziot-keyd.socket aziot-tpmd.socket aziot-identityd.service aziot-identityd.socket)
-all_generated="./aziot-identityd.service
-./aziot-identityd.socket
-./aziot-keyd.service
-./aziot-keyd.socket
-./aziot-tpmd.socket
-./sockets.target.wants
-./sockets.target.wants/aziot-identityd.socket
-./sockets.target.wants/aziot-keyd.socket
-./sockets.target.wants/aziot-tpmd.socket"
 # runs_our_daemons ROOT: the merged units run keyd-tpm (both sockets, root then aziotks, three
 # capabilities, the TPM device only) and identityd-dps (as aziotid).
 runs_our_daemons() {
@@ -221,25 +105,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 step "chroot base"
-# shellcheck source=/dev/null
-suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-# The package's dependencies (first of each alternative), systemd for the units and their
-# checks, swtpm as the TPM of the booted container.
-include=$( { echo systemd; echo swtpm; tr ',' '\n' <<<"$depends" | sed 's/|.*//; s/(.*)//; s/ //g'; } | grep . | sort -u | paste -sd, -)
-base="$cache/base-$suite"
-(
-  flock 9
-  if [ ! -f "$base.stamp" ] || [ "$(cat "$base.stamp")" != "$include" ]; then
-    # shellcheck disable=SC2016 # apt's format, not the shell's
-    mirror=$(apt-get indextargets --format '$(SITE) $(RELEASE)' 2>/dev/null | awk -v s="$suite" '$2 == s {print $1; exit}')
-    rm -rf "$base" "$base.stamp"
-    echo "# debootstrap $suite with $include" >&2
-    debootstrap --variant=minbase --include="$include" "$suite" "$base.new" ${mirror:+"$mirror"} > "$work/debootstrap.log" 2>&1 \
-      || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
-    mv "$base.new" "$base"
-    echo "$include" > "$base.stamp"
-  fi
-) 9> "$cache/base.lock" || { fail "a minimal $suite chroot can be made (debootstrap)"; echo "$passed passed, $failed failed, $skipped skipped"; exit 1; }
+base_chroot "$deb" "$(dpkg-architecture -qDEB_HOST_ARCH)"
 
 # The stand-in's empty directories, which git does not keep: upstream ships them too.
 cp -a "$here/upstream-stand-in" "$work/stand-in"
@@ -257,70 +123,15 @@ new_chroot() {
   cp "$work/aziot-identity-service.deb" "$r/tmp/aziot-identity-service.deb"
   echo "$r"
 }
-in_root() { local r=$1; shift; chroot "$r" "$@"; }
-# What purge must restore: every path outside dpkg's and the logs' own state, and the account files.
-snapshot() {
-  local r=$1
-  (cd "$r" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp -o -path ./run \
-      -o -path ./var/lib/dpkg -o -path ./var/log -o -path ./var/cache -o -name '*-' \) -prune -o -print | sort)
-  (cd "$r/etc" && md5sum passwd group shadow gshadow)
-}
-# owner_mode ROOT PATH...: owner, group (names from the chroot's databases) and mode.
-owner_mode() { local r=$1; shift; in_root "$r" stat -c '%U:%G %a' "$@"; }
 # merged ROOT UNIT: the unit file and its drop-ins, as systemd reads them.
 merged() { chroot "$1" systemd-analyze cat-config "systemd/system/$2"; }
-# system_user ROOT USER HOME: a system user (uid < 1000) with that home and no login shell.
-system_user() {
-  local line uid home shell
-  line=$(in_root "$1" getent passwd "$2") || { echo "no user $2"; return 1; }
-  IFS=: read -r _ _ uid _ _ home shell <<<"$line"
-  if [ "$uid" -ge 1000 ] || [ "$home" != "$3" ] || [ "$shell" != /usr/sbin/nologin ]; then
-    echo "$line"
-    return 1
-  fi
-}
-# dpkg_says ROOT TEXT DPKG-ARGS...: dpkg succeeds and prints TEXT.
-dpkg_says() {
-  local r=$1 text=$2 out
-  shift 2
-  if ! out=$(in_root "$r" dpkg "$@" 2>&1) || ! grep -qF -- "$text" <<<"$out"; then
-    echo "$out"
-    return 1
-  fi
-}
-# exits_with ROOT CODE TEXT COMMAND...: COMMAND in the chroot exits CODE and prints TEXT.
-exits_with() {
-  local r=$1 code=$2 text=$3 out status=0
-  shift 3
-  out=$(in_root "$r" "$@" 2>&1) || status=$?
-  if [ "$status" -ne "$code" ] || ! grep -qF -- "$text" <<<"$out"; then
-    echo "exit $status: $out"
-    return 1
-  fi
-}
-groups_of() { in_root "$1" id -nG "$2" | tr ' ' '\n' | sort | paste -sd' ' -; }
 
 step "alone: install"
 r=$(new_chroot alone)
 before=$(snapshot "$r")
 check "dpkg -i installs it on a minimal $suite with its dependencies" in_root "$r" dpkg -i /tmp/aziot-tpm.deb
 check "the binaries run there (shared libraries resolved)" in_root "$r" /usr/bin/aziot-tpm --version
-for u in aziotks:/var/lib/aziot/keyd aziottpm:/var/lib/aziot/tpmd aziotid:/var/lib/aziot/identityd; do
-  check "system user ${u%%:*} (home ${u#*:}, no login)" system_user "$r" "${u%%:*}" "${u#*:}"
-done
-same "$(groups_of "$r" aziotks)" "aziotks tss" "aziotks is in group tss (tpm-udev gives it /dev/tpmrm0)"
-same "$(groups_of "$r" aziotid)" "aziotid aziotks aziottpm" "aziotid is in aziotks and aziottpm (keyd.sock, tpmd.sock)"
-same "$(owner_mode "$r" /var/lib/aziot /var/lib/aziot/keyd /var/lib/aziot/keyd-tpm /var/lib/aziot/identityd \
-        /etc/aziot/keyd/config.d /etc/aziot/tpmd/config.d /etc/aziot/identityd/config.d \
-        /etc/aziot/tpmd/config.d/50-aziot-tpm.toml)" \
-"root:root 755
-aziotks:aziotks 700
-aziotks:aziotks 700
-aziotid:aziotid 700
-aziotks:aziotks 700
-aziottpm:aziottpm 700
-aziotid:aziotid 700
-aziottpm:aziottpm 600" "state and config directories: owners and modes"
+check_installed_alone "$r"
 same "$(generated "$r")" "$all_generated" \
   "the generator makes upstream's five units and enables the three sockets (socket activation)"
 check "systemd-analyze verify: the generated units with our drop-ins are clean" \
