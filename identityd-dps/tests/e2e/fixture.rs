@@ -523,6 +523,13 @@ impl Env {
         self.start_identityd();
     }
 
+    /// Whether the identityd-dps process is alive.
+    pub fn identityd_running(&mut self) -> bool {
+        self.identityd
+            .as_mut()
+            .is_some_and(|c| c.try_wait().is_none())
+    }
+
     pub fn identityd_log(&self) -> String {
         read(&self.path("identityd.log"))
     }

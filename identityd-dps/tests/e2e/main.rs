@@ -4,6 +4,8 @@
 
 mod faults;
 mod fixture;
+mod fuzz;
+mod fuzz_api;
 mod modules;
 mod payload;
 mod provisioning;

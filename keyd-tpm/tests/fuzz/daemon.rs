@@ -72,6 +72,7 @@ fn tail(log: &str) -> String {
 fn assess(tally: &mut Tally, case: &Case, outcome: std::io::Result<Outcome>) {
     match outcome {
         Ok(Outcome::Answered(r)) => {
+            tally.status(r.status);
             if let Err(problem) = judge(r.status, &r.body) {
                 tally.problem(
                     problem,

@@ -112,6 +112,11 @@ pub fn case(api: &Api, knobs: Knobs) -> BoxedStrategy<Case> {
     spec(api, knobs).prop_map(assemble).boxed()
 }
 
+/// `spec` as the bytes a client sends.
+pub fn write(spec: Spec) -> Case {
+    assemble(spec)
+}
+
 /// The same requests before they are written out, for suites that call a service in-process.
 pub fn spec(api: &Api, knobs: Knobs) -> BoxedStrategy<Spec> {
     let mut routes: Vec<(u32, BoxedStrategy<Spec>)> = api

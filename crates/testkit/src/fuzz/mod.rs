@@ -187,6 +187,8 @@ pub struct Tally {
     pub unanswered: u64,
     /// Other broken properties.
     pub other: u64,
+    /// How many answers had each status (daemon suites), to show how deep the cases went.
+    pub statuses: std::collections::BTreeMap<u16, u64>,
     started: Instant,
     examples: Vec<String>,
     seed: Option<[u8; 32]>,
@@ -244,6 +246,7 @@ impl Tally {
             keys_lost: 0,
             unanswered: 0,
             other: 0,
+            statuses: std::collections::BTreeMap::new(),
             started: Instant::now(),
             examples: Vec::new(),
             seed: None,
@@ -265,9 +268,20 @@ impl Tally {
         self.crashes + self.hangs + self.server_errors + self.no_message + self.keys_lost + self.other
     }
 
+    /// Counts an answer's status.
+    pub fn status(&mut self, status: u16) {
+        *self.statuses.entry(status).or_default() += 1;
+    }
+
     pub fn line(&self) -> String {
+        let statuses: Vec<String> = self.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+        let statuses = if statuses.is_empty() {
+            String::new()
+        } else {
+            format!(" statuses={}", statuses.join(","))
+        };
         format!(
-            "FUZZ target={} cases={} crashes={} hangs={} server_errors={} no_message={} keys_lost={} unanswered={} other={} seconds={:.1}",
+            "FUZZ target={} cases={} crashes={} hangs={} server_errors={} no_message={} keys_lost={} unanswered={} other={} seconds={:.1}{statuses}",
             self.target,
             self.cases,
             self.crashes,
@@ -277,7 +291,7 @@ impl Tally {
             self.keys_lost,
             self.unanswered,
             self.other,
-            self.started.elapsed().as_secs_f64()
+            self.started.elapsed().as_secs_f64(),
         )
     }
 
