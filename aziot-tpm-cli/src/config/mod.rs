@@ -10,7 +10,7 @@ mod error;
 #[cfg(test)]
 mod fuzz_tests;
 mod render;
-mod restart;
+pub(crate) mod restart;
 mod super_config;
 mod users;
 mod validate;

@@ -33,7 +33,7 @@ impl Sandbox {
 
     pub fn new() -> Sandbox {
         let dir = tempfile::Builder::new().prefix("aziot-sandbox-").tempdir().expect("temp dir");
-        for d in ["etc-up", "etc-work", "var-up", "var-work", "bin"] {
+        for d in ["etc-up", "etc-work", "var-up", "var-work", "usr-up", "usr-work", "bin"] {
             std::fs::create_dir_all(dir.path().join(d)).expect("sandbox dirs");
         }
         let sandbox = Sandbox {
@@ -65,6 +65,20 @@ impl Sandbox {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// Installs the `aziotctl` layout of our package: `/usr/bin/aziotctl` → `aziot-tpm` (the
+    /// wrapper), and with `upstream` upstream's aziotctl diverted to `/usr/bin/aziotctl.distrib`,
+    /// as dpkg-divert leaves it beside upstream's package. Returns the script lines.
+    pub fn aziotctl_layout(ours: &Path, upstream: Option<&Path>) -> String {
+        let mut lines = format!("ln -sf '{}' /usr/bin/aziot-tpm
+ln -sf /usr/bin/aziot-tpm /usr/bin/aziotctl
+", ours.display());
+        if let Some(up) = upstream {
+            lines.push_str(&format!("cp '{}' /usr/bin/aziotctl.distrib
+", up.display()));
+        }
+        lines
     }
 
     /// A file under the sandbox's `/etc` as the command left it.
@@ -117,6 +131,7 @@ impl Sandbox {
             "set -e\n\
              mount -t overlay overlay -o lowerdir=/etc,upperdir={s}/etc-up,workdir={s}/etc-work /etc\n\
              mount -t overlay overlay -o lowerdir=/var/lib,upperdir={s}/var-up,workdir={s}/var-work /var/lib\n\
+             mount -t overlay overlay -o lowerdir=/usr/bin,upperdir={s}/usr-up,workdir={s}/usr-work /usr/bin\n\
              mount -t tmpfs tmpfs /run\n\
              mkdir -p /run/aziot\n{bind_run}{users}\
              for svc in keyd certd identityd tpmd; do mkdir -p /etc/aziot/$svc/config.d /var/lib/aziot/$svc; done\n\

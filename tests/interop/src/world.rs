@@ -173,6 +173,15 @@ impl World {
         }
     }
 
+    /// identityd's file without `registration_id`: identityd-dps derives it from the EK,
+    /// upstream's parser refuses it.
+    pub fn write_identityd_config_without_registration_id(&self) {
+        self.write_identityd_config("");
+        let text = read(&self.path("identityd.toml"));
+        let text = text.replace(&format!("registration_id = \"{}\"\n", self.registration_id), "");
+        std::fs::write(self.path("identityd.toml"), text).expect("identityd.toml");
+    }
+
     /// identityd's file (both implementations read it), once the registration ID is known.
     pub fn write_identityd_config(&self, extra: &str) {
         let run = self.path("run");

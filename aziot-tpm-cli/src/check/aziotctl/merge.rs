@@ -1,16 +1,52 @@
 //! Merging upstream `aziotctl check`'s stream with our results, in upstream's order:
 //!
 //! * upstream's sections and checks pass through unchanged;
-//! * a check we also run (same ID: the config, `*-running` and `configs-up-to-date` checks) is
-//!   replaced, in its place, by ours, which reads the configs and sockets our daemons use;
+//! * a check we also run (same ID: the config, `*-running` and `configs-up-to-date` checks; and
+//!   upstream's `host-connect-dps-endpoint`, which our `dps-endpoint-tls` does with identityd's
+//!   trust bundle and proxy) is replaced, in its place, by ours, which reads the configs and
+//!   sockets our daemons use. When upstream's own check failed where ours passed, ours becomes a
+//!   warning quoting upstream, since upstream skips the checks that depend on it and the admin
+//!   must see why;
 //! * our other checks close the upstream section of the same name, and a section upstream does
 //!   not have ("TPM checks") comes just before the upstream section that follows it in our order;
 //! * after a fatal result nothing more is shown, as in aziotctl.
 
 use std::io;
 
-use crate::check::outcome::{CheckMeta, CheckOutput, StreamEntry};
+use crate::check::outcome::{CheckMeta, CheckOutput, CheckResult, StreamEntry};
 use crate::check::Sink;
+
+/// Our check that stands in for upstream's of another ID (the same test, made the way our
+/// daemons connect); without it `iotedge check` shows two DPS TLS checks side by side.
+fn ours_for(upstream_id: &str) -> &str {
+    match upstream_id {
+        "host-connect-dps-endpoint" => "dps-endpoint-tls",
+        id => id,
+    }
+}
+
+fn failure_details(result: &CheckResult) -> Option<Vec<String>> {
+    match result {
+        CheckResult::Error { details } | CheckResult::Fatal { details } => Some(details.clone()),
+        _ => None,
+    }
+}
+
+/// Ours passed, upstream's failed: a warning that says so, because upstream then skips every
+/// check that needs this one ("skipped due to errors from other checks") with no failure shown.
+fn upstream_disagrees(id: &str, upstream: &[String]) -> CheckResult {
+    let said = upstream.join(": ");
+    let fix = if id == "identityd-config-well-formed" && said.contains("registration_id") {
+        " Set [provisioning.attestation] registration_id in /etc/aziot/config.toml to the ID `aziot-tpm tpm-info` \
+         prints (it prints the whole [provisioning] block) and run `aziot-tpm config apply`."
+    } else {
+        ""
+    };
+    CheckResult::warning(format!(
+        "our daemons accept this, but upstream's aziotctl does not ({said}), so it skips the checks of \
+         aziot-identity-service that depend on it (listed as skipped with --verbose).{fix}"
+    ))
+}
 
 struct OurSection {
     name: String,
@@ -74,8 +110,18 @@ impl<'a, S: Sink> Merger<'a, S> {
                 }
                 self.current = index;
             }
-            StreamEntry::Check { meta, output } => match self.find(&meta.id) {
-                Some((s, c)) if !self.ours[s].emitted[c] => self.emit(s, c)?,
+            StreamEntry::Check { meta, output } => match self.find(ours_for(&meta.id)) {
+                Some((s, c)) if !self.ours[s].emitted[c] => {
+                    // Upstream skips what depends on its config checks; not on the others.
+                    let gates = meta.id.ends_with("-config-well-formed");
+                    if let Some(failed) = failure_details(&output.result).filter(|_| gates) {
+                        let (_, mine) = &mut self.ours[s].checks[c];
+                        if !matches!(mine.result, CheckResult::Error { .. } | CheckResult::Fatal { .. }) {
+                            mine.result = upstream_disagrees(&meta.id, &failed);
+                        }
+                    }
+                    self.emit(s, c)?
+                }
                 // Ours was shown already (or stopped before): drop upstream's duplicate.
                 Some(_) => {}
                 None => self.sink.check(meta, output)?,
@@ -239,7 +285,8 @@ mod tests {
             sink.lines,
             [
                 "# Configuration checks",
-                "keyd-config-well-formed:ok",
+                // Upstream's config check failed: ours says so, its dependents being skipped.
+                "keyd-config-well-formed:warning",
                 "certd-config-well-formed:ok",
                 "tpmd-running:ok",
                 "# TPM checks",
@@ -249,6 +296,46 @@ mod tests {
                 "clock-skew:ok",
             ]
         );
+    }
+
+    #[test]
+    fn our_dps_tls_check_stands_in_for_upstreams_and_a_refused_config_is_quoted() {
+        let mut ours = ours();
+        ours[0].1.push(check("identityd-config-well-formed", CheckResult::Ok));
+        ours[2].1.insert(0, check("dps-endpoint-tls", CheckResult::Ok));
+        let mut sink = Record::default();
+        let mut m = Merger::new(&mut sink, ours.clone());
+        for entry in [
+            section("Configuration checks"),
+            upstream_check("identityd-config-well-formed", CheckResult::error("missing field `registration_id`")),
+            upstream_check("hostname", CheckResult::Skipped),
+            section("Connectivity checks"),
+            upstream_check("host-connect-dps-endpoint", CheckResult::Ok),
+        ] {
+            m.upstream(entry).unwrap();
+        }
+        m.finish().unwrap();
+        assert_eq!(
+            sink.lines,
+            [
+                "# Configuration checks",
+                "identityd-config-well-formed:warning",
+                "hostname:skipped",
+                "keyd-config-well-formed:ok",
+                "tpmd-running:ok",
+                "# TPM checks",
+                "tpm-tcti-opens:ok",
+                "# Connectivity checks",
+                "dps-endpoint-tls:ok",
+                "clock-skew:ok",
+            ],
+            "one DPS TLS check, ours, where upstream's was"
+        );
+        let said = match upstream_disagrees("identityd-config-well-formed", &["missing field `registration_id`".into()]) {
+            CheckResult::Warning { details } => details.join(" "),
+            other => panic!("{other:?}"),
+        };
+        assert!(said.contains("missing field `registration_id`") && said.contains("aziot-tpm tpm-info"), "{said}");
     }
 
     #[test]

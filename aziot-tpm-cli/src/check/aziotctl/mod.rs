@@ -13,9 +13,11 @@
 //! * `check-list`: upstream's list with our checks added.
 //!
 //! If the real aziotctl is missing or fails, `check` still shows our checks (plus a note), and
-//! other commands exit 127 saying what is missing.
+//! the commands admins are told to run (`config apply`, `system reprovision`, `system restart`,
+//! ...) are done by aziot-tpm (`without_upstream`); the rest exit 127 saying what is missing.
 
 mod merge;
+mod without_upstream;
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
@@ -85,10 +87,10 @@ fn pass_through(args: &[OsString]) -> ExitCode {
             // exec only returns on failure.
             let e = Command::new(&real).arg0(NAME).args(args).exec();
             eprintln!("aziotctl: cannot run {}: {e}", real.display());
+            ExitCode::from(NOT_FOUND)
         }
-        Err(e) => eprintln!("aziotctl: {e}"),
+        Err(missing) => without_upstream::run(args, &missing),
     }
-    ExitCode::from(NOT_FOUND)
 }
 
 #[derive(Parser)]

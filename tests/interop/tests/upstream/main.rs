@@ -3,6 +3,8 @@
 //! namespace), runs in parallel with the others and leaves no process behind. Without upstream's
 //! binaries (a plain clone) every case returns at once; `scripts/test.sh` says so.
 
+mod aziotctl;
+mod check;
 mod config_apply;
 mod daemons;
 mod switching;
