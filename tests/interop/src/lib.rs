@@ -6,6 +6,7 @@
 //! When the binaries are not there (a plain clone), [`Upstream::find`] returns `None` and each
 //! test returns at once; `scripts/test.sh` says so in one line. With `CI` set they must be there.
 
+pub mod docker;
 pub mod sandbox;
 pub mod sas;
 pub mod upstream;

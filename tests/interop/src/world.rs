@@ -33,6 +33,8 @@ pub enum Daemon {
     /// Ours: the Keys Service and the TPM Service in one process.
     KeydTpm,
     IdentitydDps,
+    /// IoT Edge's daemon (config `edged.toml`, written by the test).
+    Edged,
 }
 
 impl Daemon {
@@ -44,6 +46,7 @@ impl Daemon {
             Daemon::UpstreamCertd => "upstream-certd",
             Daemon::KeydTpm => "keyd-tpm",
             Daemon::IdentitydDps => "identityd-dps",
+            Daemon::Edged => "aziot-edged",
         }
     }
 
@@ -55,6 +58,7 @@ impl Daemon {
             Daemon::UpstreamIdentityd | Daemon::IdentitydDps => &["identityd"],
             Daemon::UpstreamCertd => &["certd"],
             Daemon::KeydTpm => &["keyd", "tpmd"],
+            Daemon::Edged => &["workload", "mgmt"],
         }
     }
 }
@@ -162,7 +166,8 @@ impl World {
         std::fs::write(
             self.path("certd.toml"),
             format!(
-                "homedir_path = \"{}\"\n\n[cert_issuance]\n\n[preloaded_certs]\n\n[endpoints]\naziot_certd = \"unix://{run}/certd.sock\"\n\
+                "homedir_path = \"{}\"\n\n[cert_issuance.aziot-edged-ca]\nmethod = \"self_signed\"\nexpiry_days = 90\n\n\
+                 [preloaded_certs]\naziot-edged-trust-bundle = [\"aziot-edged-ca\"]\n\n[endpoints]\naziot_certd = \"unix://{run}/certd.sock\"\n\
                  aziot_keyd = \"unix://{run}/keyd.sock\"\naziot_identityd = \"unix://{run}/identityd.sock\"\n",
                 self.path("state/certd").display()
             ),
@@ -215,6 +220,7 @@ impl World {
             Daemon::UpstreamCertd => (upstream_bin.join("aziot-certd"), vec!["CERTD"]),
             Daemon::KeydTpm => (workspace_bin("keyd-tpm"), vec!["KEYD", "TPMD"]),
             Daemon::IdentitydDps => (workspace_bin("identityd-dps"), vec!["IDENTITYD"]),
+            Daemon::Edged => (self.up.bin("aziot-edged"), vec!["EDGED"]),
         };
         for s in daemon.sockets() {
             let _ = std::fs::remove_file(self.socket(s));
@@ -243,8 +249,8 @@ impl World {
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         let mut child = ChildGuard::spawn(command).unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-        // Upstream's identityd opens its socket only after provisioning.
-        if daemon != Daemon::UpstreamIdentityd {
+        // Upstream's identityd opens its socket only after provisioning; edged after the Edge CA.
+        if !matches!(daemon, Daemon::UpstreamIdentityd | Daemon::Edged) {
             let deadline = Instant::now() + Duration::from_secs(30);
             for s in daemon.sockets() {
                 while std::os::unix::net::UnixStream::connect(self.socket(s)).is_err() {

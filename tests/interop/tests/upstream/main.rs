@@ -7,4 +7,5 @@ mod aziotctl;
 mod check;
 mod config_apply;
 mod daemons;
+mod edged;
 mod switching;
