@@ -4,6 +4,7 @@
 
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
+pub mod emulator;
 pub mod http;
 mod process;
 mod proxy;

@@ -230,36 +230,12 @@ impl Env {
     // ---- the emulator ---------------------------------------------------------------------
 
     fn start_emulator(&mut self) {
-        let out = self.path("emulator.out");
-        let mut command = Command::new(workspace_bin("iot-emulator"));
-        command
-            .arg("--data-dir")
-            .arg(self.path("emulator"))
-            .args(&self.options.emulator_args)
-            .env("EMULATOR_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(self.path("emulator.log")).unwrap());
-        let mut child = ChildGuard::spawn(command).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(line) = read(&out).lines().next() {
-                if let Ok(v) = serde_json::from_str::<Value>(line) {
-                    self.ready = v;
-                    break;
-                }
-            }
-            assert!(
-                child.try_wait().is_none(),
-                "iot-emulator exited:\n{}",
-                read(&self.path("emulator.log"))
-            );
-            assert!(
-                Instant::now() < deadline,
-                "iot-emulator printed no ready line"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (child, ready) = testkit::emulator::start(
+            &self.path("emulator"),
+            &self.options.emulator_args,
+            &self.path("emulator.log"),
+        );
+        self.ready = ready;
         self.emulator = Some(child);
     }
 

@@ -16,6 +16,17 @@ pub use sandbox::Sandbox;
 pub use upstream::Upstream;
 pub use world::{Daemon, World};
 
+/// The start of every case: upstream's binaries (and, for `needs_namespace`, a mount
+/// namespace), and the case's timer; `None` when they are not here (outside CI), so the case
+/// returns.
+pub fn case(name: &'static str, needs_namespace: bool) -> Option<(Upstream, Timed)> {
+    let up = Upstream::find()?;
+    if needs_namespace && !Sandbox::available() {
+        return None;
+    }
+    Some((up, Timed::start(name)))
+}
+
 /// Each test prints its name and run time (shown with `--nocapture`, e.g. by
 /// `tests/interop/run.sh`), so a report can list every case with its time.
 pub struct Timed {

@@ -118,27 +118,9 @@ impl World {
     }
 
     fn start_emulator(&mut self) {
-        let out = self.path("emulator.out");
-        let mut command = Command::new(workspace_bin("iot-emulator"));
-        command
-            .arg("--data-dir")
-            .arg(self.path("emulator"))
-            .args(["--hubs", "1", "--assigning-ms", "500"])
-            .env("EMULATOR_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).expect("emulator.out"))
-            .stderr(std::fs::File::create(self.path("emulator.log")).expect("emulator.log"));
-        let mut child = ChildGuard::spawn(command).expect("spawn iot-emulator");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(Ok(v)) = read(&out).lines().next().map(serde_json::from_str::<Value>) {
-                self.ready = v;
-                break;
-            }
-            assert!(child.try_wait().is_none(), "iot-emulator exited:\n{}", self.log("emulator"));
-            assert!(Instant::now() < deadline, "iot-emulator printed no ready line");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let args = ["--hubs", "1", "--assigning-ms", "500"].map(String::from);
+        let (child, ready) = testkit::emulator::start(&self.path("emulator"), &args, &self.path("emulator.log"));
+        self.ready = ready;
         self.emulator = Some(child);
     }
 
@@ -315,6 +297,27 @@ impl World {
             .env("TSS2_LOG", "all+none")
             .output()
             .expect("run aziot-tpm")
+    }
+
+    /// Upstream's whole stack (tpmd, keyd, identityd), the device enrolled.
+    pub fn start_upstream_stack(&mut self) {
+        self.start(Daemon::UpstreamTpmd);
+        self.start(Daemon::UpstreamKeyd);
+        self.enroll();
+        self.start(Daemon::UpstreamIdentityd);
+    }
+
+    /// keyd-tpm and identityd-dps (with upstream's certd, as beside IoT Edge), the device
+    /// enrolled and provisioned; `registration_id` in identityd's config or derived.
+    pub fn start_our_stack(&mut self, registration_id_configured: bool) -> Value {
+        self.start(Daemon::KeydTpm);
+        self.enroll();
+        if !registration_id_configured {
+            self.write_identityd_config_without_registration_id();
+        }
+        self.start(Daemon::UpstreamCertd);
+        self.start(Daemon::IdentitydDps);
+        self.wait_provisioned()
     }
 
     /// Reads the EK through whichever TPM Service runs, enrolls it in the emulator with

@@ -2,18 +2,13 @@
 //! `system restart`, `system set-log-level`, ...) work in both layouts of our package: passed to
 //! upstream's aziotctl beside its package, done by aziot-tpm without it.
 
-use interop::sandbox::{text, Sandbox};
-use interop::{Timed, Upstream};
+use interop::sandbox::text;
 
 use crate::check::{device, installed};
 
 #[test]
 fn the_aziotctl_commands_admins_are_told_to_run_work_with_and_without_upstream() {
-    let Some(up) = Upstream::find() else { return };
-    if !Sandbox::available() {
-        return;
-    }
-    let _t = Timed::start("aziotctl config apply / system * in both layouts");
+    let Some((up, _t)) = interop::case("aziotctl config apply / system * in both layouts", true) else { return };
     let world = device(&up, true);
     let super_config = format!(
         "hostname = \"interop-gw\"\n[provisioning]\nsource = \"dps\"\nglobal_endpoint = \"{}\"\nid_scope = \"{}\"\n\

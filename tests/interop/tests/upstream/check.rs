@@ -4,20 +4,13 @@
 //! runs, or upstream's reason is shown; no check appears twice.
 
 use interop::sandbox::{text, Sandbox};
-use interop::{Daemon, Timed, Upstream, World};
+use interop::{Upstream, World};
 use serde_json::Value;
 
 /// A provisioned device on our daemons (and upstream's certd, as beside IoT Edge).
 pub fn device(up: &Upstream, registration_id_configured: bool) -> World {
     let mut world = World::new(up);
-    world.start(Daemon::KeydTpm);
-    world.enroll();
-    if !registration_id_configured {
-        world.write_identityd_config_without_registration_id();
-    }
-    world.start(Daemon::UpstreamCertd);
-    world.start(Daemon::IdentitydDps);
-    world.wait_provisioned();
+    world.start_our_stack(registration_id_configured);
     world
 }
 
@@ -55,11 +48,7 @@ const UPSTREAM_CHECKS: [&str; 16] = [
 
 #[test]
 fn aziotctl_check_beside_upstream_runs_every_upstream_check_and_ours_once() {
-    let Some(up) = Upstream::find() else { return };
-    if !Sandbox::available() {
-        return;
-    }
-    let _t = Timed::start("aziotctl check beside upstream's package (merged)");
+    let Some((up, _t)) = interop::case("aziotctl check beside upstream's package (merged)", true) else { return };
     let world = device(&up, true);
     let json = check_json(&world, true);
     let checks = json["checks"].as_object().expect("checks");
@@ -80,11 +69,7 @@ fn aziotctl_check_beside_upstream_runs_every_upstream_check_and_ours_once() {
 
 #[test]
 fn aziotctl_check_without_upstream_shows_ours_and_says_why_upstreams_are_absent() {
-    let Some(up) = Upstream::find() else { return };
-    if !Sandbox::available() {
-        return;
-    }
-    let _t = Timed::start("aziotctl check without upstream's package");
+    let Some((up, _t)) = interop::case("aziotctl check without upstream's package", true) else { return };
     let world = device(&up, true);
     let json = check_json(&world, false);
     assert_eq!(result(&json, "aziot-identity-service-checks"), "ignored");
@@ -100,11 +85,7 @@ fn aziotctl_check_without_upstream_shows_ours_and_says_why_upstreams_are_absent(
 /// shown (with the fix) where upstream's dependent checks would otherwise vanish into "skipped".
 #[test]
 fn aziotctl_check_on_a_config_without_registration_id_names_why_upstream_skips() {
-    let Some(up) = Upstream::find() else { return };
-    if !Sandbox::available() {
-        return;
-    }
-    let _t = Timed::start("aziotctl check, config without registration_id");
+    let Some((up, _t)) = interop::case("aziotctl check, config without registration_id", true) else { return };
     let world = device(&up, false);
     let json = check_json(&world, true);
     assert_eq!(result(&json, "identityd-config-well-formed"), "warning", "{json:#}");
@@ -119,11 +100,7 @@ fn aziotctl_check_on_a_config_without_registration_id_names_why_upstream_skips()
 /// upstream's and our checks in its "(aziot-identity-service)" sections, in both layouts.
 #[test]
 fn iotedge_check_shows_the_tpm_checks_through_our_aziotctl_in_both_layouts() {
-    let Some(up) = Upstream::find() else { return };
-    if !Sandbox::available() {
-        return;
-    }
-    let _t = Timed::start("iotedge check with our aziotctl, both layouts");
+    let Some((up, _t)) = interop::case("iotedge check with our aziotctl, both layouts", true) else { return };
     let world = device(&up, true);
     for with_upstream in [true, false] {
         let (sandbox, setup) = installed(&world, with_upstream);

@@ -2,7 +2,6 @@
 //! each in its own private `/etc/aziot`: the same files, owners, modes and service restarts.
 
 use interop::sandbox::{text, Sandbox};
-use interop::{Timed, Upstream};
 use std::os::unix::fs::MetadataExt;
 
 const SERVICES: [&str; 4] = ["keyd", "certd", "identityd", "tpmd"];
@@ -34,11 +33,7 @@ pub fn apply(tool: &std::path::Path, super_config: &str) -> (Vec<(String, String
     (files, calls)
 }
 
-fn same_output_for(case: &str, super_config: &str) {
-    let Some(up) = Upstream::find() else { return };
-    if !Sandbox::available() {
-        return;
-    }
+fn same_output_for(up: &interop::Upstream, case: &str, super_config: &str) {
     let upstream = apply(&up.bin("aziotctl"), super_config);
     let ours = apply(&testkit::workspace_bin("aziot-tpm"), super_config);
     for ((service, theirs, uid, gid, mode), (_, mine, my_uid, my_gid, my_mode)) in upstream.0.iter().zip(&ours.0) {
@@ -51,12 +46,12 @@ fn same_output_for(case: &str, super_config: &str) {
 
 #[test]
 fn config_apply_writes_what_upstreams_writes_for_the_rich_super_config() {
-    let _t = Timed::start("config apply: rich super-config (tcti, passwords, limits, payload)");
-    same_output_for("rich", include_str!("../../../fixtures/upstream-config-apply/rich/config.toml"));
+    let Some((up, _t)) = interop::case("config apply: rich super-config (tcti, passwords, limits, payload)", true) else { return };
+    same_output_for(&up, "rich", include_str!("../../../fixtures/upstream-config-apply/rich/config.toml"));
 }
 
 #[test]
 fn config_apply_writes_what_upstreams_writes_for_the_minimal_super_config() {
-    let _t = Timed::start("config apply: minimal DPS-TPM super-config");
-    same_output_for("regid", include_str!("../../../fixtures/upstream-config-apply/regid/config.toml"));
+    let Some((up, _t)) = interop::case("config apply: minimal DPS-TPM super-config", true) else { return };
+    same_output_for(&up, "regid", include_str!("../../../fixtures/upstream-config-apply/regid/config.toml"));
 }

@@ -3,7 +3,7 @@
 //! identityd-dps on upstream's tpmd and keyd. Each provisions through DPS, creates a module
 //! identity and gets a module token the hub accepts.
 
-use interop::{Daemon, Timed, Upstream, World};
+use interop::{Daemon, World};
 use serde_json::{json, Value};
 
 /// Creates module `m` through identityd and checks its token against the hub.
@@ -19,13 +19,9 @@ fn module_works(world: &World, m: &str) -> Value {
 
 #[test]
 fn upstreams_identityd_keyd_and_tpmd_provision_on_the_emulator() {
-    let Some(up) = Upstream::find() else { return };
-    let _t = Timed::start("upstream identityd + keyd + tpmd on the emulator");
+    let Some((up, _t)) = interop::case("upstream identityd + keyd + tpmd on the emulator", false) else { return };
     let mut world = World::new(&up);
-    world.start(Daemon::UpstreamTpmd);
-    world.start(Daemon::UpstreamKeyd);
-    world.enroll();
-    world.start(Daemon::UpstreamIdentityd);
+    world.start_upstream_stack();
     let device = world.wait_provisioned();
     assert_eq!(device["deviceId"], world.registration_id.as_str(), "{device}");
     assert_eq!(device["auth"]["type"], "tpm");
@@ -37,8 +33,7 @@ fn upstreams_identityd_keyd_and_tpmd_provision_on_the_emulator() {
 
 #[test]
 fn upstreams_identityd_and_certd_run_on_keyd_tpm() {
-    let Some(up) = Upstream::find() else { return };
-    let _t = Timed::start("upstream identityd + certd on keyd-tpm");
+    let Some((up, _t)) = interop::case("upstream identityd + certd on keyd-tpm", false) else { return };
     let mut world = World::new(&up);
     world.start(Daemon::KeydTpm);
     world.enroll();
@@ -53,8 +48,7 @@ fn upstreams_identityd_and_certd_run_on_keyd_tpm() {
 
 #[test]
 fn identityd_dps_runs_on_upstreams_tpmd_and_keyd() {
-    let Some(up) = Upstream::find() else { return };
-    let _t = Timed::start("identityd-dps on upstream tpmd + keyd");
+    let Some((up, _t)) = interop::case("identityd-dps on upstream tpmd + keyd", false) else { return };
     let mut world = World::new(&up);
     world.start(Daemon::UpstreamTpmd);
     world.start(Daemon::UpstreamKeyd);
@@ -69,11 +63,7 @@ fn identityd_dps_runs_on_upstreams_tpmd_and_keyd() {
 /// takes a super-config made of it as it is (upstream requires the registration ID).
 #[test]
 fn upstreams_config_apply_takes_the_block_tpm_info_prints() {
-    let Some(up) = Upstream::find() else { return };
-    if !interop::Sandbox::available() {
-        return;
-    }
-    let _t = Timed::start("aziotctl config apply takes tpm-info's [provisioning] block");
+    let Some((up, _t)) = interop::case("aziotctl config apply takes tpm-info's [provisioning] block", true) else { return };
     let mut world = World::new(&up);
     world.start(Daemon::KeydTpm);
     let none = world.path("none.toml");

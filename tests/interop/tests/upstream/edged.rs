@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use interop::docker::DockerStandIn;
-use interop::{Daemon, Timed, Upstream, World};
+use interop::{Daemon, World};
 use serde_json::json;
 
 fn edged_config(world: &World, docker: &str) -> String {
@@ -29,14 +29,9 @@ fn edged_config(world: &World, docker: &str) -> String {
 
 #[test]
 fn aziot_edged_gets_its_identity_edge_ca_and_module_tokens_from_our_stack() {
-    let Some(up) = Upstream::find() else { return };
-    let _t = Timed::start("aziot-edged on keyd-tpm + identityd-dps + certd, Docker stand-in");
+    let Some((up, _t)) = interop::case("aziot-edged on keyd-tpm + identityd-dps + certd, Docker stand-in", false) else { return };
     let mut world = World::new(&up);
-    world.start(Daemon::KeydTpm);
-    world.enroll();
-    world.start(Daemon::UpstreamCertd);
-    world.start(Daemon::IdentitydDps);
-    world.wait_provisioned();
+    world.start_our_stack(true);
     let docker = DockerStandIn::start(&world.path("run/docker.sock"), vec![std::process::id()]);
     std::fs::create_dir_all(world.path("state/edged")).unwrap();
     std::fs::create_dir_all(world.path("edged.d")).unwrap();

@@ -4,7 +4,7 @@
 //! sign still pass. Going back with the same keys takes the copy of upstream's key files made
 //! before the switch (keyd-tpm removes a plaintext key once it holds it in the TPM).
 
-use interop::{Daemon, Timed, Upstream, World};
+use interop::{Daemon, World};
 use serde_json::json;
 
 fn emulator_registrations(world: &World) -> usize {
@@ -13,13 +13,9 @@ fn emulator_registrations(world: &World) -> usize {
 
 #[test]
 fn switching_from_upstream_to_ours_and_back_keeps_the_modules() {
-    let Some(up) = Upstream::find() else { return };
-    let _t = Timed::start("switch upstream -> ours -> upstream, modules kept");
+    let Some((up, _t)) = interop::case("switch upstream -> ours -> upstream, modules kept", false) else { return };
     let mut world = World::new(&up);
-    world.start(Daemon::UpstreamTpmd);
-    world.start(Daemon::UpstreamKeyd);
-    world.enroll();
-    world.start(Daemon::UpstreamIdentityd);
+    world.start_upstream_stack();
     let device = world.wait_provisioned();
     let module = world.identityd_ok("POST", "/identities/modules", Some(json!({"type": "aziot", "moduleId": "kept"})))["spec"].clone();
     world.assert_hub_accepts_module_token(&module);
