@@ -21,6 +21,8 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    aziot_http::return_freed_memory();
+    aziot_http::raise_open_file_limit();
     let config = identityd_dps::config::load()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

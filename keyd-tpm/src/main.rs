@@ -45,6 +45,8 @@ fn main() -> ExitCode {
 }
 
 fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
+    aziot_http::return_freed_memory();
+    aziot_http::raise_open_file_limit();
     let tpmd_config: TpmdConfig = aziot_config::load("tpmd")?;
     let keyd_config: KeydConfig = aziot_config::load("keyd")?;
     // Nothing below needs more than the service user: the TPM and every file are its own.

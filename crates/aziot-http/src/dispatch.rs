@@ -10,7 +10,7 @@ use crate::limiter::UidLimiter;
 use crate::query;
 use crate::request::Request;
 use crate::response::Response;
-use crate::server::{BODY_READ_TIMEOUT, MAX_BODY_BYTES};
+use crate::server::BODY_READ_TIMEOUT;
 use crate::service::{check_api_version, Service};
 
 /// Who is on the other end of the connection (`SO_PEERCRED`).
@@ -60,7 +60,8 @@ where
         Ok(permit) => permit,
         Err(err) => return err.into_response(),
     };
-    let body = match body::read(&parts.headers, body, BODY_READ_TIMEOUT, MAX_BODY_BYTES).await {
+    let limit = service.body_limit(&parts.method, parts.uri.path());
+    let body = match body::read(&parts.headers, body, BODY_READ_TIMEOUT, limit).await {
         Ok(body) => body,
         Err(err) => return err.into_response(),
     };

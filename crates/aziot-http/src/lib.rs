@@ -22,7 +22,9 @@
 
 mod bind;
 mod body;
+mod budget;
 mod client;
+mod deadlines;
 mod dispatch;
 mod endpoint;
 mod error;
@@ -31,7 +33,9 @@ mod limiter;
 mod listen;
 pub mod logging;
 pub mod notify;
+mod process;
 mod query;
+mod raw;
 mod request;
 mod response;
 mod server;
@@ -46,8 +50,10 @@ pub use error::HttpError;
 pub use listen::{listen, ListenError};
 pub use request::Request;
 pub use response::Response;
-pub use server::{serve, ServerOptions, BODY_READ_TIMEOUT, MAX_BODY_BYTES, SHUTDOWN_GRACE};
-pub use service::Service;
+pub use process::{raise_open_file_limit, return_freed_memory};
+pub use deadlines::Timeouts;
+pub use server::{serve, ServerOptions, BODY_READ_TIMEOUT, SHUTDOWN_GRACE};
+pub use service::{Service, DEFAULT_BODY_LIMIT};
 pub use signal::shutdown_signal;
 pub use systemd::{SystemdError, SystemdSockets};
 

@@ -2,6 +2,8 @@
 
 use std::future::Future;
 
+use hyper::Method;
+
 use crate::error::HttpError;
 use crate::request::Request;
 use crate::response::Response;
@@ -19,7 +21,18 @@ pub trait Service: Send + Sync + 'static {
     fn api_versions(&self) -> &'static [&'static str];
 
     fn handle(&self, req: Request) -> impl Future<Output = Response> + Send;
+
+    /// The largest body the route at `path` takes (bytes, before any decoding); a larger one
+    /// is refused with 413 before it is read. Size it to what the route needs: every request
+    /// in flight may hold this much memory.
+    fn body_limit(&self, _method: &Method, _path: &str) -> usize {
+        DEFAULT_BODY_LIMIT
+    }
 }
+
+/// What a route takes unless its service says otherwise: ample for any JSON request of these
+/// APIs that carries no bulk data.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// Upstream's gate: the parameter is mandatory and must be a known version.
 pub(crate) fn check_api_version(

@@ -42,13 +42,27 @@ pub fn request(socket: &Path, method: &str, path_and_query: &str, body: Option<&
         stream.write_all(b)?;
     }
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    if let Err(e) = stream.read_to_end(&mut raw) {
+        // A server that closes with our bytes unread makes the kernel report a reset after
+        // its answer; the answer still counts.
+        if !is_complete(&raw) {
+            return Err(e);
+        }
+    }
     parse(&raw).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed HTTP response: {}", String::from_utf8_lossy(&raw))))
 }
 
 /// Sends a JSON value and returns the response.
 pub fn json(socket: &Path, method: &str, path_and_query: &str, body: &serde_json::Value) -> std::io::Result<Response> {
     request(socket, method, path_and_query, Some(body.to_string().as_bytes()))
+}
+
+/// Whether `raw` holds a whole response with a `Content-Length` body.
+fn is_complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let length = head.lines().find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
+    length.is_some_and(|n| raw.len() >= split + 4 + n)
 }
 
 fn parse(raw: &[u8]) -> Option<Response> {

@@ -21,6 +21,8 @@ pub struct Daemon {
     pub extra_config: String,
     /// Extra TOML appended to the keyd config (principals, preloaded keys).
     pub keyd_extra_config: String,
+    /// RLIMIT_NOFILE (soft and hard) to start the daemon with, as a unit's `LimitNOFILE=`.
+    pub open_file_limit: Option<u64>,
     child: Option<ChildGuard>,
 }
 
@@ -48,7 +50,7 @@ impl Daemon {
     /// A daemon that is configured but not started (call `spawn`).
     pub fn start_with_result(tpm: &Swtpm, extra_config: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("keyd-tpm-").tempdir().expect("temp dir");
-        Self { dir, tcti: tpm.tcti(), extra_config: extra_config.to_owned(), keyd_extra_config: String::new(), child: None }
+        Self { dir, tcti: tpm.tcti(), extra_config: extra_config.to_owned(), keyd_extra_config: String::new(), open_file_limit: None, child: None }
     }
 
     pub fn tpmd_socket(&self) -> PathBuf {
@@ -113,6 +115,19 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        if let Some(limit) = self.open_file_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let l = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = ChildGuard::spawn(command).map_err(|e| e.to_string())?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::time::Instant::now() < deadline {

@@ -28,6 +28,7 @@ async fn twenty_concurrent_requests_with_limit_two_all_succeed() {
     let server = TestServer::start(ServerOptions {
         max_requests_per_uid: 2,
         max_queue: 100,
+        ..ServerOptions::default()
     })
     .await;
     let results = burst(&server, 20).await;
@@ -45,14 +46,17 @@ async fn with_no_queue_excess_requests_get_503_with_a_message() {
     let server = TestServer::start(ServerOptions {
         max_requests_per_uid: 2,
         max_queue: 0,
+        ..ServerOptions::default()
     })
     .await;
     let results = burst(&server, 20).await;
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
-    let expected = format!(
-        r#"{{"message":"too many concurrent requests from uid {uid} (limit 2); retry later"}}"#
-    );
+    // Refused at the request limit, or already at the connection budget (limit + queue).
+    let expected = [
+        format!(r#"{{"message":"too many concurrent requests from uid {uid} (limit 2); retry later"}}"#),
+        format!(r#"{{"message":"too many open connections from uid {uid} (limit 2); close idle connections or retry later"}}"#),
+    ];
     let ok = results
         .iter()
         .filter(|(s, _)| *s == StatusCode::NO_CONTENT)
@@ -68,5 +72,5 @@ async fn with_no_queue_excess_requests_get_503_with_a_message() {
     );
     assert!(ok >= 2, "{results:?}");
     assert!(!busy.is_empty(), "{results:?}");
-    assert!(busy.iter().all(|(_, body)| *body == expected), "{busy:?}");
+    assert!(busy.iter().all(|(_, body)| expected.contains(body)), "{busy:?}");
 }
