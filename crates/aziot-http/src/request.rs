@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use hyper::{HeaderMap, Method};
 
+use crate::error::HttpError;
+
 #[derive(Clone, Debug)]
 pub struct Request {
     pub method: Method,
@@ -81,26 +83,31 @@ impl Request {
     }
 
     /// Matches the path against `pattern`, whose segments are literals or `{}`
-    /// (any one non-empty segment). Returns the decoded `{}` segments in order.
+    /// (any one non-empty segment). Returns the decoded `{}` segments in order, `Ok(None)`
+    /// if the path does not match, and a 400 naming the segment if a `{}` segment is not
+    /// UTF-8 once percent-decoded (so `%FF` and `%FE` are refused, not both read as U+FFFD).
     ///
     /// `req.match_path("/keypair/{}")` on `/keypair/my%20key` gives `["my key"]`.
-    pub fn match_path(&self, pattern: &str) -> Option<Vec<String>> {
-        let path = self.path.strip_prefix('/')?;
+    pub fn match_path(&self, pattern: &str) -> Result<Option<Vec<String>>, HttpError> {
+        let Some(path) = self.path.strip_prefix('/') else { return Ok(None) };
         let pattern = pattern.strip_prefix('/').unwrap_or(pattern);
         let mut path_segments = path.split('/');
-        let mut captures = Vec::new();
+        let mut raw_captures = Vec::new();
         for expected in pattern.split('/') {
-            let actual = path_segments.next()?;
+            let Some(actual) = path_segments.next() else { return Ok(None) };
             if expected == "{}" {
                 if actual.is_empty() {
-                    return None;
+                    return Ok(None);
                 }
-                captures.push(decode_segment(actual));
+                raw_captures.push(actual);
             } else if actual != expected {
-                return None;
+                return Ok(None);
             }
         }
-        path_segments.next().is_none().then_some(captures)
+        if path_segments.next().is_some() {
+            return Ok(None);
+        }
+        raw_captures.into_iter().map(decode_strict).collect::<Result<_, _>>().map(Some)
     }
 
     /// A query parameter (other than `api-version`).
@@ -112,6 +119,20 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+}
+
+/// A captured segment, which must decode to UTF-8.
+fn decode_strict(segment: &str) -> Result<String, HttpError> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| {
+            let shown: String = segment.chars().take(64).collect();
+            let more = if shown.len() < segment.len() { "…" } else { "" };
+            HttpError::bad_request(format!(
+                "path segment \"{shown}{more}\" is not UTF-8 once percent-decoded; ids are UTF-8 text"
+            ))
+        })
 }
 
 /// Path segments decode `%XX` only; `+` stays a plus (it is not form encoding).
@@ -138,16 +159,27 @@ mod tests {
     #[test]
     fn match_path_captures_placeholders() {
         let r = get("/keypair/my%20key");
-        assert_eq!(r.match_path("/keypair/{}"), Some(vec!["my key".to_owned()]));
-        assert_eq!(r.match_path("/keypair"), None);
-        assert_eq!(r.match_path("/keypair/{}/x"), None);
-        assert_eq!(r.match_path("/key/{}"), None);
-        assert_eq!(get("/sign").match_path("/sign"), Some(vec![]));
-        assert_eq!(get("/keypair/").match_path("/keypair/{}"), None);
-        assert_eq!(get("/sign/").match_path("/sign"), None);
+        assert_eq!(r.match_path("/keypair/{}"), Ok(Some(vec!["my key".to_owned()])));
+        assert_eq!(r.match_path("/keypair"), Ok(None));
+        assert_eq!(r.match_path("/keypair/{}/x"), Ok(None));
+        assert_eq!(r.match_path("/key/{}"), Ok(None));
+        assert_eq!(get("/sign").match_path("/sign"), Ok(Some(vec![])));
+        assert_eq!(get("/keypair/").match_path("/keypair/{}"), Ok(None));
+        assert_eq!(get("/sign/").match_path("/sign"), Ok(None));
         assert_eq!(
             get("/identities/modules/m1/x").match_path("/identities/modules/{}/{}"),
-            Some(vec!["m1".to_owned(), "x".to_owned()])
+            Ok(Some(vec!["m1".to_owned(), "x".to_owned()]))
         );
+    }
+
+    #[test]
+    fn captures_that_are_not_utf8_are_400_not_replacement_characters() {
+        for bad in ["%FF", "%FE", "%C0", "a%80b"] {
+            let e = get(&format!("/key/{bad}")).match_path("/key/{}").unwrap_err();
+            assert_eq!(e.status, hyper::StatusCode::BAD_REQUEST);
+            assert!(e.message.contains("not UTF-8"), "{}", e.message);
+        }
+        // A real U+FFFD, sent encoded, is just a character.
+        assert_eq!(get("/key/%EF%BF%BD").match_path("/key/{}"), Ok(Some(vec!["\u{FFFD}".to_owned()])));
     }
 }

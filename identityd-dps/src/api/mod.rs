@@ -64,7 +64,7 @@ impl Api {
             ) => return Err(HttpError::method_not_allowed()),
             ("/identities/provisioning", &Method::GET) => return Err(HttpError::not_found()),
             ("/identities/provisioning", _) => return Err(HttpError::method_not_allowed()),
-            _ => match req.match_path("/identities/modules/{}").as_deref() {
+            _ => match req.match_path("/identities/modules/{}")?.as_deref() {
                 Some([module_id]) => match req.method {
                     Method::GET => module::get(&ctx, req, module_id).await,
                     Method::PUT => module::update(&ctx, req, module_id).await,

@@ -4,7 +4,9 @@
 //! A key's files share upstream's stem, `<ASCII alphanumerics of id>-<hex SHA-256 of id>`, so
 //! any id (slashes, dots, unicode) maps to one flat, collision-free name, and a key that
 //! upstream's file backend left (`<stem>.key`, plaintext) is found next to ours
-//! (`<stem>.tpmkey`, TPM-wrapped). Every write goes to a 0600 temp file that is fsynced, then
+//! (`<stem>.tpmkey`, TPM-wrapped). File names are at most 255 bytes, so our stem keeps at most
+//! [`MAX_STEM_ALNUM`] of the alphanumerics (upstream keeps them all and cannot store such ids);
+//! a name too long to exist is simply a file that is not there. Every write goes to a 0600 temp file that is fsynced, then
 //! renamed (replace) or hard-linked (create only if absent) into place, and the directory is
 //! fsynced, so after a crash a key file is either the old one or the new one.
 
@@ -23,12 +25,24 @@ const RECORD_EXT: &str = "tpmkey";
 /// Upstream's file backend: plaintext key bytes or a PKCS#8 PEM.
 const UPSTREAM_EXT: &str = "key";
 const TEMP_MARKER: &str = ".tmp-";
+/// Alphanumerics of the id kept in our file names: `<183>-<64 hex>.tpmkey` is 255 bytes.
+const MAX_STEM_ALNUM: usize = 255 - 1 - 64 - 1 - RECORD_EXT.len();
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Upstream's file stem for `id`.
+/// Our file stem for `id`: upstream's, unless the id has more than [`MAX_STEM_ALNUM`]
+/// alphanumerics (no key with such an id could have been stored before).
 pub fn stem(id: &str) -> String {
-    let mut out: String = id.chars().filter(char::is_ascii_alphanumeric).collect();
+    stem_keeping(id, MAX_STEM_ALNUM)
+}
+
+/// Upstream's file stem for `id`, all alphanumerics kept.
+fn upstream_stem(id: &str) -> String {
+    stem_keeping(id, usize::MAX)
+}
+
+fn stem_keeping(id: &str, alnum: usize) -> String {
+    let mut out: String = id.chars().filter(char::is_ascii_alphanumeric).take(alnum).collect();
     out.push('-');
     for b in openssl::sha::sha256(id.as_bytes()) {
         out.push_str(&format!("{b:02x}"));
@@ -59,21 +73,21 @@ impl KeysDir {
 
     /// Where upstream's file backend kept key `id` in plaintext.
     pub fn upstream_path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{}.{UPSTREAM_EXT}", stem(id)))
+        self.dir.join(format!("{}.{UPSTREAM_EXT}", upstream_stem(id)))
     }
 
-    /// The file's bytes, or `None` if there is no such file.
+    /// The file's bytes, or `None` if there is no such file (a name too long to exist included).
     pub fn read(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, KeydError> {
         match fs::read(path) {
             Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
             Err(e) => Err(KeydError::io(path)(e)),
         }
     }
 
     /// Writes `bytes` to `path` unless a file is already there. False if one was.
     pub fn write_new(&self, path: &Path, bytes: &[u8]) -> Result<bool, KeydError> {
-        let temp = self.write_temp(path, bytes)?;
+        let temp = self.write_temp(bytes)?;
         let linked = fs::hard_link(&temp, path);
         let _ = fs::remove_file(&temp);
         match linked {
@@ -88,7 +102,7 @@ impl KeysDir {
 
     /// Writes `bytes` to `path`, replacing what is there.
     pub fn write_replace(&self, path: &Path, bytes: &[u8]) -> Result<(), KeydError> {
-        let temp = self.write_temp(path, bytes)?;
+        let temp = self.write_temp(bytes)?;
         if let Err(e) = fs::rename(&temp, path) {
             let _ = fs::remove_file(&temp);
             return Err(KeydError::io(path)(e));
@@ -103,7 +117,7 @@ impl KeysDir {
                 self.sync_dir()?;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) if absent(&e) => Ok(false),
             Err(e) => Err(KeydError::io(path)(e)),
         }
     }
@@ -159,14 +173,12 @@ impl KeysDir {
             .map_err(KeydError::io(&self.dir))
     }
 
-    fn write_temp(&self, path: &Path, bytes: &[u8]) -> Result<PathBuf, KeydError> {
+    /// A new 0600 file holding `bytes`, fsynced, with a name unique in the directory (not
+    /// derived from the final name, which may already be 255 bytes long).
+    fn write_temp(&self, bytes: &[u8]) -> Result<PathBuf, KeydError> {
         self.ensure_dir()?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let temp = self.dir.join(format!(
-            ".{name}{TEMP_MARKER}{}-{}",
+            "{TEMP_MARKER}{}-{}",
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
@@ -193,6 +205,11 @@ impl KeysDir {
     }
 }
 
+/// A file that is not there, or whose name is too long to be there.
+fn absent(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENAMETOOLONG)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +227,20 @@ mod tests {
         );
         assert!(stem("../../etc/passwd").starts_with("etcpasswd-"));
         assert!(stem("").starts_with('-'));
+    }
+
+    #[test]
+    fn long_ids_get_names_that_fit_and_stay_distinct() {
+        let dir = KeysDir::new(Path::new("/k"));
+        let a = "a".repeat(1024);
+        let b = format!("{}b", "a".repeat(1023));
+        let name = |id: &str| dir.record_path(id).file_name().unwrap().len();
+        assert_eq!(name(&a), 255);
+        assert_eq!(name(&"x".repeat(183)), 255, "the longest name that keeps upstream's stem");
+        assert_ne!(dir.record_path(&a), dir.record_path(&b));
+        // Up to 183 alphanumerics the stem is upstream's, so older records are found.
+        let id = "m".repeat(183);
+        assert_eq!(stem(&id), upstream_stem(&id));
     }
 
     #[test]
@@ -238,7 +269,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let dir = KeysDir::new(home.path());
         dir.ensure_dir().unwrap();
-        let stale = dir.path().join(format!(".x.tpmkey{TEMP_MARKER}1-1"));
+        let stale = dir.path().join(format!("{TEMP_MARKER}1-1"));
         fs::write(&stale, b"half").unwrap();
         dir.remove_stale_temp_files();
         assert!(!stale.exists());

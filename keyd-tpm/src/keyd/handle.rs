@@ -5,6 +5,12 @@
 //! compact JSON `{"key_id":{"Key":"<id>"}|{"KeyPair":"<id>"}|{"Derived":["<base handle>",[bytes]]},
 //! "nonce":"<base64 of 64 random bytes>"}`.
 //!
+//! The nonce of a handle to a key that has an instance (see `record`) starts with [`BOUND`]
+//! and the key's 16 instance bytes, then random bytes: a handle names one key, not just an id,
+//! so after the key is deleted, or replaced by an import or a move, its old handles are
+//! refused rather than used with the new key. Handles upstream minted (random nonces) stay
+//! valid for the keys migrated from it, which have no instance.
+//!
 //! The MAC key is an HMAC object in the TPM with id `handle-validation-key`, created on first
 //! use; every mint and every first verification is one TPM HMAC, compared in constant time.
 //! Verified handles are remembered in a bounded map, so a handle used again costs no TPM round
@@ -26,13 +32,15 @@ use crate::tpm::{KeyObject, TpmHandle};
 use super::crypto::{random_bytes, same_bytes};
 use super::error::KeydError;
 use super::material::{generate_symmetric, Purposes};
-use super::record::StoredKey;
+use super::record::{Instance, StoredKey};
 use super::store::KeyStore;
 
 /// Id of the key that signs handles (upstream's name; its file migrates like any key).
 pub const HANDLE_VALIDATION_KEY_ID: &str = "handle-validation-key";
 
 const NONCE_LEN: usize = 64;
+/// Marks a nonce that carries its key's instance.
+const BOUND: &[u8; 4] = b"kti1";
 const MAC_LEN: usize = 32;
 /// Verified handles remembered; each is a few hundred bytes.
 const VERIFIED_CAPACITY: usize = 2048;
@@ -81,15 +89,18 @@ impl Handles {
         }
     }
 
-    pub async fn mint_key(&self, id: &str) -> Result<KeyHandle, KeydError> {
-        self.mint(KeyId::Key(id.to_owned()), Target::Key(id.to_owned()))
+    /// A handle to symmetric key `id` whose instance is `instance`.
+    pub async fn mint_key(&self, id: &str, instance: Option<Instance>) -> Result<KeyHandle, KeydError> {
+        self.mint_bound(KeyId::Key(id.to_owned()), Target::Key(id.to_owned()), instance)
             .await
     }
 
-    pub async fn mint_key_pair(&self, id: &str) -> Result<KeyHandle, KeydError> {
-        self.mint(
+    /// A handle to key pair `id` whose instance is `instance`.
+    pub async fn mint_key_pair(&self, id: &str, instance: Option<Instance>) -> Result<KeyHandle, KeydError> {
+        self.mint_bound(
             KeyId::KeyPair(id.to_owned()),
             Target::KeyPair(id.to_owned()),
+            instance,
         )
         .await
     }
@@ -105,14 +116,26 @@ impl Handles {
             base: base_id.to_owned(),
             data: data.clone(),
         };
-        self.mint(KeyId::Derived(base_handle.to_owned(), data), target)
-            .await
+        // The base handle inside is what binds it to its key; remembered with its instance.
+        let base_instance = self.checked(base_handle).await?.instance;
+        let nonce = random_bytes(NONCE_LEN)?;
+        let checked = Checked { target, instance: base_instance };
+        self.mint(KeyId::Derived(base_handle.to_owned(), data), checked, nonce).await
     }
 
-    async fn mint(&self, key_id: KeyId, target: Target) -> Result<KeyHandle, KeydError> {
+    async fn mint_bound(&self, key_id: KeyId, target: Target, instance: Option<Instance>) -> Result<KeyHandle, KeydError> {
+        let mut nonce = random_bytes(NONCE_LEN)?;
+        if let Some(instance) = instance {
+            nonce[..BOUND.len()].copy_from_slice(BOUND);
+            nonce[BOUND.len()..BOUND.len() + instance.len()].copy_from_slice(&instance);
+        }
+        self.mint(key_id, Checked { target, instance }, nonce).await
+    }
+
+    async fn mint(&self, key_id: KeyId, checked: Checked, nonce: crate::tpm::Secret) -> Result<KeyHandle, KeydError> {
         let sr = Sr {
             key_id,
-            nonce: b64(&random_bytes(NONCE_LEN)?),
+            nonce: b64(&nonce),
         };
         // Serializing strings and byte vectors to JSON cannot fail.
         let sr = serde_json::to_string(&sr).unwrap_or_default();
@@ -121,15 +144,24 @@ impl Handles {
             .hmac(self.validation_key().await?, sr.clone().into_bytes())
             .await?;
         let handle = format!("sr={}&sig={}", b64(sr.as_bytes()), b64(&sig));
-        self.remember(&handle, &target);
+        self.remember(&handle, &checked);
         Ok(KeyHandle(handle))
     }
 
-    /// What `handle` names, if keyd minted it; 400 `invalid handle` otherwise.
-    pub fn verify<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, Result<Target, KeydError>> {
+    /// What `handle` names, if keyd minted it and its key is still the one it was minted for;
+    /// 400 `invalid handle` otherwise.
+    pub async fn verify(&self, handle: &str) -> Result<Target, KeydError> {
+        let checked = self.checked(handle).await?;
+        self.check_instance(&checked).await?;
+        Ok(checked.target)
+    }
+
+    /// The handle's MAC and content, checked in the TPM once and then remembered. A derived
+    /// handle carries its base handle's result: the base key id and instance.
+    fn checked<'a>(&'a self, handle: &'a str) -> BoxFuture<'a, Result<Checked, KeydError>> {
         Box::pin(async move {
-            if let Some(target) = self.recall(handle) {
-                return Ok(target);
+            if let Some(checked) = self.recall(handle) {
+                return Ok(checked);
             }
             let (sr, sig) = split(handle).ok_or_else(KeydError::invalid_handle)?;
             let parsed: Sr = serde_json::from_str(&sr).map_err(|_| KeydError::invalid_handle())?;
@@ -141,28 +173,49 @@ impl Handles {
                 log::info!("rejected a handle whose signature does not verify");
                 return Err(KeydError::invalid_handle());
             }
-            let target = match parsed.key_id {
-                KeyId::Key(id) => Target::Key(id),
-                KeyId::KeyPair(id) => Target::KeyPair(id),
-                KeyId::Derived(base, data) => match self.verify(&base).await? {
-                    Target::Key(base) => Target::Derived { base, data },
-                    Target::KeyPair(_) => {
-                        return Err(KeydError::invalid(
-                            "handle",
-                            "a key pair cannot be the base of a derived key",
-                        ))
+            let checked = match parsed.key_id {
+                KeyId::Key(id) => Checked { target: Target::Key(id), instance: bound_instance(&parsed.nonce) },
+                KeyId::KeyPair(id) => Checked { target: Target::KeyPair(id), instance: bound_instance(&parsed.nonce) },
+                KeyId::Derived(base, data) => {
+                    let base = self.checked(&base).await?;
+                    match base.target {
+                        Target::Key(id) => Checked { target: Target::Derived { base: id, data }, instance: base.instance },
+                        Target::KeyPair(_) => {
+                            return Err(KeydError::invalid(
+                                "handle",
+                                "a key pair cannot be the base of a derived key",
+                            ))
+                        }
+                        Target::Derived { .. } => {
+                            return Err(KeydError::invalid(
+                                "handle",
+                                "a derived key cannot be derived from again",
+                            ))
+                        }
                     }
-                    Target::Derived { .. } => {
-                        return Err(KeydError::invalid(
-                            "handle",
-                            "a derived key cannot be derived from again",
-                        ))
-                    }
-                },
+                }
             };
-            self.remember(handle, &target);
-            Ok(target)
+            self.remember(handle, &checked);
+            Ok(checked)
         })
+    }
+
+    /// Refuses a handle to a key that was deleted and made again, or replaced, since the handle
+    /// was minted (for a derived handle: its base key). A key without an instance accepts any
+    /// handle to its id, as upstream's keys do.
+    async fn check_instance(&self, verified: &Checked) -> Result<(), KeydError> {
+        let (Target::Key(id) | Target::KeyPair(id) | Target::Derived { base: id, .. }) = &verified.target;
+        let Some(entry) = self.store.get(id).await? else { return Ok(()) };
+        match entry.instance {
+            Some(current) if verified.instance != Some(current) => Err(KeydError::invalid(
+                "handle",
+                format!(
+                    "the key {} this handle was issued for has been deleted or replaced since; load or create the key again for a new handle",
+                    super::keys::shown(id)
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn validation_key(&self) -> Result<Arc<KeyObject>, KeydError> {
@@ -178,7 +231,7 @@ impl Handles {
                         generate_symmetric(&self.tpm, signing)
                     })
                     .await?;
-                match &*key {
+                match &key.key {
                     StoredKey::Key(k) => k.hmac.clone().ok_or_else(|| KeydError::Corrupt {
                         path: self.store.keys_dir().to_owned(),
                         reason: format!("key {HANDLE_VALIDATION_KEY_ID:?} has no HMAC object"),
@@ -193,21 +246,36 @@ impl Handles {
             .cloned()
     }
 
-    fn recall(&self, handle: &str) -> Option<Target> {
+    fn recall(&self, handle: &str) -> Option<Checked> {
         self.verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(handle)
     }
 
-    fn remember(&self, handle: &str, target: &Target) {
+    fn remember(&self, handle: &str, verified: &Checked) {
         if handle.len() <= MAX_CACHED_HANDLE_LEN {
             self.verified
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(handle, target.clone());
+                .insert(handle, verified.clone());
         }
     }
+}
+
+/// A handle whose MAC verified: what it names, and the key instance its nonce carries (for a
+/// derived handle, its base handle's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Checked {
+    target: Target,
+    instance: Option<Instance>,
+}
+
+/// The instance a nonce carries, if it was minted bound to one.
+fn bound_instance(nonce: &str) -> Option<Instance> {
+    let bytes = from_b64(nonce).ok()?;
+    let rest = bytes.strip_prefix(BOUND.as_slice())?;
+    Instance::try_from(rest.get(..16)?).ok()
 }
 
 /// The SR text and the signature bytes of a handle string; `None` if it is not one.
@@ -228,16 +296,16 @@ fn split(handle: &str) -> Option<(String, Vec<u8>)> {
 /// Verified handles, first in first out.
 #[derive(Default)]
 struct Verified {
-    targets: HashMap<Arc<str>, Target>,
+    targets: HashMap<Arc<str>, Checked>,
     order: VecDeque<Arc<str>>,
 }
 
 impl Verified {
-    fn get(&self, handle: &str) -> Option<Target> {
+    fn get(&self, handle: &str) -> Option<Checked> {
         self.targets.get(handle).cloned()
     }
 
-    fn insert(&mut self, handle: &str, target: Target) {
+    fn insert(&mut self, handle: &str, target: Checked) {
         if self.targets.contains_key(handle) {
             return;
         }
@@ -372,14 +440,22 @@ mod tests {
     #[test]
     fn verified_map_is_bounded() {
         let mut v = Verified::default();
+        let key = |i: usize| Checked { target: Target::Key(i.to_string()), instance: None };
         for i in 0..VERIFIED_CAPACITY + 10 {
-            v.insert(&format!("h{i}"), Target::Key(i.to_string()));
+            v.insert(&format!("h{i}"), key(i));
         }
         assert_eq!(v.targets.len(), VERIFIED_CAPACITY);
         assert!(v.get("h0").is_none());
-        assert_eq!(
-            v.get(&format!("h{}", VERIFIED_CAPACITY + 9)),
-            Some(Target::Key((VERIFIED_CAPACITY + 9).to_string()))
-        );
+        assert_eq!(v.get(&format!("h{}", VERIFIED_CAPACITY + 9)), Some(key(VERIFIED_CAPACITY + 9)));
+    }
+
+    #[test]
+    fn bound_nonces_carry_the_instance_and_random_ones_do_not() {
+        let mut nonce = vec![0u8; NONCE_LEN];
+        nonce[..4].copy_from_slice(BOUND);
+        nonce[4..20].copy_from_slice(&[7; 16]);
+        assert_eq!(bound_instance(&b64(&nonce)), Some([7; 16]));
+        assert_eq!(bound_instance(&b64(&[1; NONCE_LEN])), None);
+        assert_eq!(bound_instance("not base64!"), None);
     }
 }

@@ -10,7 +10,7 @@ use aziot_key_common_http::{create_key_if_not_exists, delete};
 
 use super::error::KeydError;
 use super::handle::Target;
-use super::keys::{check_id, check_not_preloaded, Keys};
+use super::keys::{check_id, check_not_preloaded, shown, Keys};
 use super::material::{generate_symmetric, import_symmetric, Purposes};
 use super::record::StoredKey;
 
@@ -20,28 +20,29 @@ pub async fn post(keys: &Keys, req: &Request) -> Result<Response, HttpError> {
     keys.authorize(req.uid, &id)?;
     check_id("keyId", &id)?;
     let purposes = Purposes::from_usage(&body.usage);
-    match body.import_key_bytes {
+    let entry = match body.import_key_bytes {
         Some(bytes) => {
             check_not_preloaded(keys, "keyId", &id)?;
             let key =
                 import_symmetric(&keys.tpm, Zeroizing::new(bytes.into_inner()), purposes).await?;
-            keys.store.put(&id, StoredKey::Key(key)).await?;
+            keys.store.put(&id, StoredKey::Key(key), None).await?
         }
         None => {
-            let key = keys
+            let entry = keys
                 .store
                 .get_or_create(&id, || generate_symmetric(&keys.tpm, purposes))
                 .await?;
-            if let StoredKey::KeyPair(_) = &*key {
+            if let StoredKey::KeyPair(_) = &entry.key {
                 return Err(KeydError::invalid(
                     "keyId",
-                    format!("{id:?} is a key pair, not a symmetric key"),
+                    format!("{} is a key pair, not a symmetric key", shown(&id)),
                 )
                 .into());
             }
+            entry
         }
-    }
-    let handle = keys.handles.mint_key(&id).await?;
+    };
+    let handle = keys.handles.mint_key(&id, entry.instance).await?;
     Ok(Response::json(
         StatusCode::OK,
         &create_key_if_not_exists::Response { handle },
@@ -60,6 +61,6 @@ pub async fn delete(keys: &Keys, req: &Request) -> Result<Response, HttpError> {
     check_id("handle", &id)?;
     check_not_preloaded(keys, "handle", &id)?;
     keys.store.remove(&id).await?;
-    log::info!("deleted key {id:?}");
+    log::info!("deleted key {}", shown(&id));
     Ok(Response::no_content())
 }

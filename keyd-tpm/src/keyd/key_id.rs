@@ -10,7 +10,7 @@ pub async fn get(keys: &Keys, req: &Request, id: &str) -> Result<Response, HttpE
     keys.authorize(req.uid, id)?;
     check_id("id", id)?;
     keys.symmetric(id).await?;
-    let handle = keys.handles.mint_key(id).await?;
+    let handle = keys.handles.mint_key(id, keys.instance(id).await?).await?;
     Ok(Response::json(StatusCode::OK, &load::Response { handle }))
 }
 

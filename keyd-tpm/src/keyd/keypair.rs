@@ -6,7 +6,7 @@ use aziot_key_common_http::{create_key_pair_if_not_exists, delete};
 
 use super::error::KeydError;
 use super::handle::Target;
-use super::keys::{check_id, check_not_preloaded, Keys};
+use super::keys::{check_id, check_not_preloaded, shown, Keys};
 use super::material::generate_key_pair;
 use super::preferred;
 use super::record::StoredKey;
@@ -17,21 +17,21 @@ pub async fn post(keys: &Keys, req: &Request) -> Result<Response, HttpError> {
     keys.authorize(req.uid, &id)?;
     check_id("keyId", &id)?;
     let preferred = body.preferred_algorithms;
-    let key = keys
+    let entry = keys
         .store
         .get_or_create(&id, || async {
             let algorithm = preferred::choose(preferred.as_deref())?;
             generate_key_pair(&keys.tpm, algorithm).await
         })
         .await?;
-    if let StoredKey::Key(_) = &*key {
+    if let StoredKey::Key(_) = &entry.key {
         return Err(KeydError::invalid(
             "keyId",
-            format!("{id:?} is a symmetric key, not a key pair"),
+            format!("{} is a symmetric key, not a key pair", shown(&id)),
         )
         .into());
     }
-    let handle = keys.handles.mint_key_pair(&id).await?;
+    let handle = keys.handles.mint_key_pair(&id, entry.instance).await?;
     Ok(Response::json(
         StatusCode::OK,
         &create_key_pair_if_not_exists::Response { handle },
@@ -50,6 +50,6 @@ pub async fn delete(keys: &Keys, req: &Request) -> Result<Response, HttpError> {
     check_id("handle", &id)?;
     check_not_preloaded(keys, "handle", &id)?;
     keys.store.remove(&id).await?;
-    log::info!("deleted key pair {id:?}");
+    log::info!("deleted key pair {}", shown(&id));
     Ok(Response::no_content())
 }

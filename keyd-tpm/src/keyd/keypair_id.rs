@@ -5,14 +5,14 @@
 use aziot_http::{HttpError, Request, Response, StatusCode};
 use aziot_key_common_http::{load, move_key_pair};
 
-use super::keys::{check_id, check_not_preloaded, Keys};
+use super::keys::{check_id, check_not_preloaded, shown, Keys};
 use super::record::StoredKey;
 
 pub async fn get(keys: &Keys, req: &Request, id: &str) -> Result<Response, HttpError> {
     keys.authorize(req.uid, id)?;
     check_id("id", id)?;
     keys.key_pair(id).await?;
-    let handle = keys.handles.mint_key_pair(id).await?;
+    let handle = keys.handles.mint_key_pair(id, keys.instance(id).await?).await?;
     Ok(Response::json(StatusCode::OK, &load::Response { handle }))
 }
 
@@ -31,8 +31,10 @@ pub async fn post(keys: &Keys, req: &Request, to: &str) -> Result<Response, Http
     check_not_preloaded(keys, "from", &from)?;
     check_not_preloaded(keys, "id", to)?;
     let object = keys.key_pair(&from).await?;
-    keys.store.put(to, StoredKey::KeyPair(object)).await?;
+    // The key keeps its instance, so handles to what `to` held before are refused.
+    let instance = keys.instance(&from).await?;
+    keys.store.put(to, StoredKey::KeyPair(object), instance).await?;
     keys.store.remove(&from).await?;
-    log::info!("moved key pair {from:?} to {to:?}");
+    log::info!("moved key pair {} to {}", shown(&from), shown(to));
     Ok(Response::no_content())
 }

@@ -52,7 +52,7 @@ impl Keys {
 
     /// The symmetric key `id`; 400 if there is none or it is a key pair.
     pub async fn symmetric(&self, id: &str) -> Result<SymmetricKey, KeydError> {
-        match self.store.get(id).await?.as_deref() {
+        match self.store.get(id).await?.as_deref().map(|e| &e.key) {
             Some(StoredKey::Key(key)) => Ok(key.clone()),
             Some(other) => Err(KeydError::not_found(format!(
                 "key {id:?} is {}, not a symmetric key",
@@ -64,7 +64,7 @@ impl Keys {
 
     /// The key pair `id`; 400 if there is none or it is a symmetric key.
     pub async fn key_pair(&self, id: &str) -> Result<Arc<KeyObject>, KeydError> {
-        match self.store.get(id).await?.as_deref() {
+        match self.store.get(id).await?.as_deref().map(|e| &e.key) {
             Some(StoredKey::KeyPair(object)) => Ok(object.clone()),
             Some(other) => Err(KeydError::not_found(format!(
                 "key pair {id:?} is {}, not a key pair",
@@ -125,11 +125,22 @@ impl Keys {
     }
 }
 
-/// A key id a caller names: not empty, no NUL (upstream passes ids as C strings), and not the
-/// id of the key that signs handles (a handle to it would let its holder forge handles).
+/// Longest key id, in bytes. Upstream sets none (its key file names fail past about 180
+/// characters); the ids in use are names like `aziot_identityd_master_id`.
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// A key id a caller names: not empty, at most [`MAX_ID_BYTES`], no NUL (upstream passes ids
+/// as C strings), and not the id of the key that signs handles (a handle to it would let its
+/// holder forge handles).
 pub fn check_id(name: &'static str, id: &str) -> Result<(), KeydError> {
     if id.is_empty() {
         return Err(KeydError::invalid(name, "must not be empty"));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(KeydError::invalid(
+            name,
+            format!("is {} bytes long; key ids are at most {MAX_ID_BYTES} bytes", id.len()),
+        ));
     }
     if id.contains('\0') {
         return Err(KeydError::invalid(name, "must not contain a NUL character"));
@@ -141,6 +152,23 @@ pub fn check_id(name: &'static str, id: &str) -> Result<(), KeydError> {
         ));
     }
     Ok(())
+}
+
+/// A key id quoted in a message: in full up to 64 characters, else its start and its length.
+pub fn shown(id: &str) -> String {
+    if id.chars().count() <= 64 {
+        format!("{id:?}")
+    } else {
+        let start: String = id.chars().take(48).collect();
+        format!("{start:?}… ({} bytes)", id.len())
+    }
+}
+
+impl Keys {
+    /// The instance of key `id` (see `record`), if it exists and has one.
+    pub async fn instance(&self, id: &str) -> Result<Option<super::record::Instance>, KeydError> {
+        Ok(self.store.get(id).await?.and_then(|e| e.instance))
+    }
 }
 
 /// 400 for operations that would change a `[preloaded_keys]` key through the API.
@@ -162,7 +190,9 @@ mod tests {
     fn ids_callers_may_name() {
         assert!(check_id("keyId", "device-id").is_ok());
         assert!(check_id("keyId", "aziot-edged/module/m1").is_ok());
-        for bad in ["", "a\0b", HANDLE_VALIDATION_KEY_ID] {
+        let long = "k".repeat(MAX_ID_BYTES + 1);
+        assert!(check_id("keyId", &long[1..]).is_ok());
+        for bad in ["", "a\0b", HANDLE_VALIDATION_KEY_ID, &long] {
             assert!(
                 matches!(
                     check_id("keyId", bad),

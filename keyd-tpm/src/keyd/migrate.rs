@@ -39,7 +39,8 @@ pub async fn migrate(
     drop(material);
 
     let record = dir.record_path(id);
-    let encoded = stored.encode(id);
+    // No instance: handles upstream minted for this key must keep working.
+    let encoded = stored.encode(id, None);
     let (id_owned, record_owned, plaintext_owned) =
         (id.to_owned(), record.clone(), plaintext.clone());
     let stored = dir
@@ -52,7 +53,7 @@ pub async fn migrate(
                     path: record_owned.clone(),
                     reason: "vanished while migrating".into(),
                 })?;
-                StoredKey::decode(&bytes, &id_owned, &record_owned)?
+                StoredKey::decode(&bytes, &id_owned, &record_owned)?.0
             };
             dir.remove(&plaintext_owned)?;
             Ok(stored)

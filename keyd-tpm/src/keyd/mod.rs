@@ -101,19 +101,19 @@ impl KeyService {
                 decrypt::post(keys, &req).await
             }
             _ => {
-                if let Some(id) = capture(&req, "/key/{}") {
+                if let Some(id) = capture(&req, "/key/{}")? {
                     match method {
                         Method::GET => key_id::get(keys, &req, &id).await,
                         Method::POST => key_id::post(&req, &id).await,
                         _ => Err(HttpError::method_not_allowed()),
                     }
-                } else if let Some(id) = capture(&req, "/keypair/{}") {
+                } else if let Some(id) = capture(&req, "/keypair/{}")? {
                     match method {
                         Method::GET => keypair_id::get(keys, &req, &id).await,
                         Method::POST => keypair_id::post(keys, &req, &id).await,
                         _ => Err(HttpError::method_not_allowed()),
                     }
-                } else if let Some(name) = capture(&req, "/parameters/{}") {
+                } else if let Some(name) = capture(&req, "/parameters/{}")? {
                     post_only(&method)?;
                     parameters::post(keys, &req, &name).await
                 } else {
@@ -124,10 +124,10 @@ impl KeyService {
     }
 }
 
-/// The one `{}` segment of `pattern` in the request path, percent-decoded.
-fn capture(req: &Request, pattern: &str) -> Option<String> {
-    req.match_path(pattern)
-        .and_then(|mut captures| captures.pop())
+/// The one `{}` segment of `pattern` in the request path, percent-decoded (400 if that is not
+/// UTF-8).
+fn capture(req: &Request, pattern: &str) -> Result<Option<String>, HttpError> {
+    Ok(req.match_path(pattern)?.and_then(|mut captures| captures.pop()))
 }
 
 impl aziot_http::Service for KeyService {

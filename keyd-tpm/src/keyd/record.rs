@@ -3,7 +3,10 @@
 //! A symmetric key is one or two TPM objects made from the same secret: an HMAC key for
 //! `sign`/`derive` and a sealed AES-256 key for `encrypt` (AEAD). A key pair is one object.
 //! The file is JSON naming the id (so a file cannot be taken for another key) and the objects
-//! as the TPM returned them, wrapped by the SRK: useless without this TPM.
+//! as the TPM returned them, wrapped by the SRK: useless without this TPM. It also carries
+//! the key's instance: 16 random bytes given when the key was created or imported (a move
+//! keeps them), which its handles carry, so that a handle outlives neither a delete nor a
+//! replacement of its key. Records written before instances existed have none.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +18,16 @@ use crate::tpm::{KeyObject, ObjectKind};
 use super::error::KeydError;
 
 const FORMAT: u32 = 1;
+
+/// What tells one key apart from an earlier or later key of the same id.
+pub type Instance = [u8; 16];
+
+/// A new random instance.
+pub fn new_instance() -> Result<Instance, KeydError> {
+    let mut instance = [0u8; 16];
+    openssl::rand::rand_bytes(&mut instance).map_err(KeydError::crypto("random instance"))?;
+    Ok(instance)
+}
 
 /// The TPM objects of one key id.
 #[derive(Clone, Debug)]
@@ -38,6 +51,8 @@ enum Record {
         format: u32,
         id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         hmac: Option<KeyObject>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sealed: Option<KeyObject>,
@@ -45,6 +60,8 @@ enum Record {
     KeyPair {
         format: u32,
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
         object: KeyObject,
     },
 }
@@ -57,17 +74,20 @@ impl StoredKey {
         }
     }
 
-    pub fn encode(&self, id: &str) -> Vec<u8> {
+    pub fn encode(&self, id: &str, instance: Option<&Instance>) -> Vec<u8> {
+        let instance = instance.map(|i| aziot_tpm_common::b64(i));
         let record = match self {
             StoredKey::Key(k) => Record::Key {
                 format: FORMAT,
                 id: id.to_owned(),
+                instance,
                 hmac: k.hmac.as_deref().cloned(),
                 sealed: k.sealed.as_deref().cloned(),
             },
             StoredKey::KeyPair(o) => Record::KeyPair {
                 format: FORMAT,
                 id: id.to_owned(),
+                instance,
                 object: (**o).clone(),
             },
         };
@@ -75,18 +95,28 @@ impl StoredKey {
         serde_json::to_vec(&record).unwrap_or_default()
     }
 
-    /// Parses a `.tpmkey` file, checking it is for `id` and holds objects of the right kinds.
-    pub fn decode(bytes: &[u8], id: &str, path: &Path) -> Result<Self, KeydError> {
+    /// Parses a `.tpmkey` file, checking it is for `id` and holds objects of the right kinds;
+    /// the key and its instance.
+    pub fn decode(bytes: &[u8], id: &str, path: &Path) -> Result<(Self, Option<Instance>), KeydError> {
         let corrupt = |reason: String| KeydError::Corrupt {
             path: path.to_owned(),
             reason,
         };
         let record: Record =
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("does not parse: {e}")))?;
-        let (format, file_id) = match &record {
-            Record::Key { format, id, .. } | Record::KeyPair { format, id, .. } => {
-                (*format, id.as_str())
+        let (format, file_id, instance) = match &record {
+            Record::Key { format, id, instance, .. } | Record::KeyPair { format, id, instance, .. } => {
+                (*format, id.as_str(), instance.as_deref())
             }
+        };
+        let instance = match instance {
+            None => None,
+            Some(text) => Some(
+                aziot_tpm_common::from_b64(text)
+                    .ok()
+                    .and_then(|bytes| Instance::try_from(bytes.as_slice()).ok())
+                    .ok_or_else(|| corrupt("its instance is not 16 bytes of base64".into()))?,
+            ),
         };
         if format != FORMAT {
             return Err(corrupt(format!(
@@ -113,7 +143,7 @@ impl StoredKey {
                 if key.hmac.is_none() && key.sealed.is_none() {
                     return Err(corrupt("it holds no key object".into()));
                 }
-                Ok(StoredKey::Key(key))
+                Ok((StoredKey::Key(key), instance))
             }
             Record::KeyPair { object, .. } => {
                 let object = expect(
@@ -122,7 +152,7 @@ impl StoredKey {
                     "key pair",
                 )?;
                 object
-                    .map(StoredKey::KeyPair)
+                    .map(|o| (StoredKey::KeyPair(o), instance))
                     .ok_or_else(|| corrupt("it holds no key object".into()))
             }
         }
@@ -148,8 +178,8 @@ mod tests {
             hmac: Some(object(ObjectKind::Hmac)),
             sealed: Some(object(ObjectKind::Sealed)),
         });
-        let bytes = key.encode("k");
-        let StoredKey::Key(back) = StoredKey::decode(&bytes, "k", path).unwrap() else {
+        let bytes = key.encode("k", Some(&[9; 16]));
+        let (StoredKey::Key(back), Some([9, ..])) = StoredKey::decode(&bytes, "k", path).unwrap() else {
             panic!()
         };
         assert_eq!(back.hmac.unwrap().public, [1, 2, 3]);
@@ -160,7 +190,7 @@ mod tests {
             .contains("not \"other\""));
 
         let pair = StoredKey::KeyPair(object(ObjectKind::EcP256));
-        let text = String::from_utf8(pair.encode("p")).unwrap();
+        let text = String::from_utf8(pair.encode("p", None)).unwrap();
         assert!(
             text.starts_with(
                 r#"{"type":"key-pair","format":1,"id":"p","object":{"kind":"ec-p256""#
@@ -169,7 +199,7 @@ mod tests {
         );
         assert!(matches!(
             StoredKey::decode(text.as_bytes(), "p", path).unwrap(),
-            StoredKey::KeyPair(_)
+            (StoredKey::KeyPair(_), None)
         ));
     }
 
@@ -180,14 +210,14 @@ mod tests {
             hmac: Some(object(ObjectKind::Sealed)),
             sealed: None,
         });
-        assert!(StoredKey::decode(&swapped.encode("k"), "k", path).is_err());
+        assert!(StoredKey::decode(&swapped.encode("k", None), "k", path).is_err());
         let empty = StoredKey::Key(SymmetricKey {
             hmac: None,
             sealed: None,
         });
-        assert!(StoredKey::decode(&empty.encode("k"), "k", path).is_err());
+        assert!(StoredKey::decode(&empty.encode("k", None), "k", path).is_err());
         let hmac_pair = StoredKey::KeyPair(object(ObjectKind::Hmac));
-        assert!(StoredKey::decode(&hmac_pair.encode("k"), "k", path).is_err());
+        assert!(StoredKey::decode(&hmac_pair.encode("k", None), "k", path).is_err());
         assert!(matches!(
             StoredKey::decode(b"\x00garbage", "k", path),
             Err(KeydError::Corrupt { .. })

@@ -1,4 +1,5 @@
-//! The key store: key id → [`StoredKey`], on disk under `<homedir>/keys` and cached in memory.
+//! The key store: key id → [`Entry`] (the key's TPM objects and its instance), on disk under
+//! `<homedir>/keys` and cached in memory.
 //!
 //! A lookup tries, in upstream's order of precedence: the cache, `[preloaded_keys]`, our record
 //! file, then a plaintext file upstream left (migrated on the spot). Nothing here holds a lock
@@ -18,7 +19,15 @@ use super::error::KeydError;
 use super::files::KeysDir;
 use super::migrate;
 use super::preloaded::Preloaded;
-use super::record::StoredKey;
+use super::record::{new_instance, Instance, StoredKey};
+
+/// A stored key and its instance (see `record`); `None` for keys from before instances, for
+/// keys migrated from upstream's files and for preloaded keys.
+#[derive(Debug)]
+pub struct Entry {
+    pub key: StoredKey,
+    pub instance: Option<Instance>,
+}
 
 pub struct KeyStore {
     tpm: TpmHandle,
@@ -29,7 +38,7 @@ pub struct KeyStore {
 
 #[derive(Default)]
 struct Cache {
-    keys: HashMap<String, Arc<StoredKey>>,
+    keys: HashMap<String, Arc<Entry>>,
     /// Bumped by every write, so reads that started before it do not cache stale values.
     generation: u64,
 }
@@ -55,7 +64,7 @@ impl KeyStore {
     }
 
     /// Key `id`, or `None` if there is no such key.
-    pub async fn get(&self, id: &str) -> Result<Option<Arc<StoredKey>>, KeydError> {
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<Entry>>, KeydError> {
         let generation = {
             let cache = self.read_cache();
             if let Some(key) = cache.keys.get(id) {
@@ -64,27 +73,27 @@ impl KeyStore {
             cache.generation
         };
         if let Some(key) = self.preloaded.load(&self.tpm, id).await? {
-            return Ok(Some(self.cache_if_unchanged(id, key, generation)));
+            return Ok(Some(self.cache_if_unchanged(id, Entry { key, instance: None }, generation)));
         }
         let record = self.dir.record_path(id);
         if let Some(bytes) = KeysDir::read(&record)? {
-            let key = StoredKey::decode(&bytes, id, &record)?;
+            let (key, instance) = StoredKey::decode(&bytes, id, &record)?;
             migrate::finish_leftover(&self.tpm, &self.dir, id, &key).await;
-            return Ok(Some(self.cache_if_unchanged(id, key, generation)));
+            return Ok(Some(self.cache_if_unchanged(id, Entry { key, instance }, generation)));
         }
         match migrate::migrate(&self.tpm, &self.dir, id).await? {
-            Some(key) => Ok(Some(self.cache_set(id, key))),
+            Some(key) => Ok(Some(self.cache_set(id, Entry { key, instance: None }))),
             None => Ok(None),
         }
     }
 
-    /// Key `id`; if there is none, the key `create` makes, stored. Two concurrent creators
-    /// both run `create`; the first to store wins and both get its key.
+    /// Key `id`; if there is none, the key `create` makes, stored with a new instance. Two
+    /// concurrent creators both run `create`; the first to store wins and both get its key.
     pub async fn get_or_create<F, Fut>(
         &self,
         id: &str,
         create: F,
-    ) -> Result<Arc<StoredKey>, KeydError>
+    ) -> Result<Arc<Entry>, KeydError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<StoredKey, KeydError>>,
@@ -93,8 +102,9 @@ impl KeyStore {
             return Ok(key);
         }
         let key = create().await?;
+        let instance = new_instance()?;
         let path = self.dir.record_path(id);
-        let encoded = key.encode(id);
+        let encoded = key.encode(id, Some(&instance));
         let written = {
             let path = path.clone();
             self.dir
@@ -102,27 +112,33 @@ impl KeyStore {
                 .await?
         };
         if written {
-            return Ok(self.cache_set(id, key));
+            return Ok(self.cache_set(id, Entry { key, instance: Some(instance) }));
         }
         let bytes = KeysDir::read(&path)?.ok_or_else(|| KeydError::Corrupt {
             path: path.clone(),
             reason: "vanished while being created".into(),
         })?;
-        Ok(self.cache_set(id, StoredKey::decode(&bytes, id, &path)?))
+        let (key, instance) = StoredKey::decode(&bytes, id, &path)?;
+        Ok(self.cache_set(id, Entry { key, instance }))
     }
 
     /// Stores `key` as `id`, replacing any key with that id (import, move target); a plaintext
-    /// copy upstream left for `id` is replaced too.
-    pub async fn put(&self, id: &str, key: StoredKey) -> Result<Arc<StoredKey>, KeydError> {
+    /// copy upstream left for `id` is replaced too. An import gives a new instance (`None`
+    /// here); a move passes the moved key's, so its handles' checks follow the key.
+    pub async fn put(&self, id: &str, key: StoredKey, instance: Option<Instance>) -> Result<Arc<Entry>, KeydError> {
+        let instance = match instance {
+            Some(instance) => instance,
+            None => new_instance()?,
+        };
         let (record, plaintext) = (self.dir.record_path(id), self.dir.upstream_path(id));
-        let encoded = key.encode(id);
+        let encoded = key.encode(id, Some(&instance));
         self.dir
             .run(move |dir| {
                 dir.write_replace(&record, &encoded)?;
                 dir.remove(&plaintext).map(drop)
             })
             .await?;
-        Ok(self.cache_set(id, key))
+        Ok(self.cache_set(id, Entry { key, instance: Some(instance) }))
     }
 
     /// Deletes key `id` (our record and any plaintext upstream left); no error if absent.
@@ -142,7 +158,7 @@ impl KeyStore {
         result
     }
 
-    fn cache_set(&self, id: &str, key: StoredKey) -> Arc<StoredKey> {
+    fn cache_set(&self, id: &str, key: Entry) -> Arc<Entry> {
         let key = Arc::new(key);
         let mut cache = self.write_cache();
         cache.generation += 1;
@@ -150,7 +166,7 @@ impl KeyStore {
         key
     }
 
-    fn cache_if_unchanged(&self, id: &str, key: StoredKey, generation: u64) -> Arc<StoredKey> {
+    fn cache_if_unchanged(&self, id: &str, key: Entry, generation: u64) -> Arc<Entry> {
         let key = Arc::new(key);
         let mut cache = self.write_cache();
         if cache.generation == generation {

@@ -221,3 +221,42 @@ fn mechanisms_that_do_not_fit_the_key() {
         400
     );
 }
+
+#[test]
+fn long_ids_work_up_to_the_limit_and_beyond_it_are_a_short_400() {
+    let tpm = testkit::Swtpm::start();
+    let d = Daemon::start(&tpm);
+    for len in [180, 184, 255, 1024] {
+        let id = "a".repeat(len);
+        let h = create_key(&d, &id, "sign");
+        assert_eq!(d.keyd_post("/sign", &sign_request(&h, b"m")).status, 200, "id of {len}");
+        assert_eq!(d.keyd_get(&format!("/key/{id}")).status, 200, "load id of {len}");
+    }
+    // Ids that differ past the part kept in file names are different keys.
+    let a = create_key(&d, &format!("{}x", "a".repeat(1000)), "sign");
+    let b = create_key(&d, &format!("{}y", "a".repeat(1000)), "sign");
+    assert_ne!(sign_hmac(&d, &a, b"m"), sign_hmac(&d, &b, b"m"));
+    // Unknown long ids are "does not exist", not a file system error.
+    let r = d.keyd_get(&format!("/key/{}", "u".repeat(900)));
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("does not exist"), "{}", r.message());
+    // Over the limit: 400 that says so, without echoing the id or any path.
+    let r = d.keyd_post("/key", &json!({ "keyId": "z".repeat(5000), "usage": "sign" }));
+    assert_error(&r, 400, "parameter \"keyId\" has an invalid value\ncaused by: is 5000 bytes long; key ids are at most 1024 bytes");
+}
+
+#[test]
+fn ids_that_are_not_utf8_are_refused_not_folded_into_one_key() {
+    let tpm = testkit::Swtpm::start();
+    let d = Daemon::start(&tpm);
+    for bad in ["%FF", "%FE", "%C0", "%80abc"] {
+        let r = d.keyd_get(&format!("/key/{bad}"));
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(r.message().contains("is not UTF-8 once percent-decoded"), "{bad}: {}", r.message());
+        let r = d.keyd_post(&format!("/keypair/{bad}"), &json!({ "from": "x" }));
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    // U+FFFD itself is an ordinary id.
+    create_key(&d, "\u{FFFD}", "sign");
+    assert_eq!(d.keyd_get("/key/%EF%BF%BD").status, 200);
+}

@@ -127,3 +127,57 @@ fn forged_truncated_and_foreign_handles_are_rejected_and_nothing_runs() {
         INVALID,
     );
 }
+
+const STALE: &str = "has been deleted or replaced since; load or create the key again for a new handle";
+
+fn sign_status(d: &Daemon, handle: &str) -> (u16, String) {
+    let r = d.keyd_post("/sign", &sign_request(handle, b"m"));
+    (r.status, if r.status == 200 { String::new() } else { r.message() })
+}
+
+#[test]
+fn a_handle_does_not_outlive_its_key_deleted_and_made_again() {
+    let tpm = Swtpm::start();
+    let d = Daemon::start(&tpm);
+    let old = create_key(&d, "recreated", "derive,sign");
+    let old_derived = derive(&d, &old, b"module:1:primary");
+    assert_eq!(sign_status(&d, &old_derived).0, 200);
+    assert_eq!(d.keyd_delete("/key", &json!({ "keyHandle": old })).status, 204);
+    let new = create_key(&d, "recreated", "derive,sign");
+    for stale in [&old, &old_derived] {
+        let (status, message) = sign_status(&d, stale);
+        assert_eq!(status, 400, "{message}");
+        assert!(message.contains("the key \"recreated\" this handle was issued for") && message.contains(STALE), "{message}");
+    }
+    // Deleting with the stale handle does not delete the new key.
+    assert_eq!(d.keyd_delete("/key", &json!({ "keyHandle": old })).status, 400);
+    assert_eq!(sign_status(&d, &new).0, 200);
+    assert_eq!(sign_status(&d, &derive(&d, &new, b"module:1:primary")).0, 200);
+}
+
+#[test]
+fn an_import_or_a_move_over_a_key_retires_the_handles_to_what_was_there() {
+    let tpm = Swtpm::start();
+    let d = Daemon::start(&tpm);
+    let before = import_key(&d, "imported", &[1; 32], "sign");
+    let after = import_key(&d, "imported", &[2; 32], "sign");
+    assert_eq!(sign_status(&d, &before).0, 400);
+    assert_eq!(sign_status(&d, &after).0, 200);
+
+    let ecdsa = |d: &Daemon, h: &str| {
+        let body = json!({ "keyHandle": h, "algorithm": "ECDSA", "parameters": { "digest": b64(&[5; 32]) } });
+        d.keyd_post("/sign", &body).status
+    };
+    let target_before = create_key_pair(&d, "cert-key", Some("ec-p256"));
+    create_key_pair(&d, "cert-key-next", Some("ec-p256"));
+    let r = d.keyd_post("/keypair/cert-key", &json!({ "from": "cert-key-next" }));
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(ecdsa(&d, &target_before), 400, "a handle to the key that was replaced by the move");
+    let moved = handle(&ok(&d, d.keyd_get("/keypair/cert-key")));
+    assert_eq!(ecdsa(&d, &moved), 200);
+    // Handles keep working across a restart (the instance is in the key's file).
+    let mut d = d;
+    d.restart();
+    assert_eq!(ecdsa(&d, &moved), 200);
+    assert_eq!(ecdsa(&d, &target_before), 400);
+}

@@ -42,9 +42,11 @@ fn imported_key_signs_like_software_hmac_and_import_overwrites() {
             "length {len}"
         );
     }
-    // Import replaces the key; the old handle names the id, so it signs with the new key.
-    import_key(&d, "device-id", &b, "sign");
-    assert_eq!(sign_hmac(&d, &handle, b"m"), hmac_sha256(&b, b"m"));
+    // Import replaces the key: the new handle signs with the new key, and the old handle,
+    // which was for the replaced key, is refused rather than used with the new one.
+    let new = import_key(&d, "device-id", &b, "sign");
+    assert_eq!(sign_hmac(&d, &new, b"m"), hmac_sha256(&b, b"m"));
+    assert_eq!(d.keyd_post("/sign", &sign_request(&handle, b"m")).status, 400);
     // Keys longer than HMAC's block behave as HMAC defines.
     let long = [0x3Cu8; 100];
     let h = import_key(&d, "long", &long, "sign");

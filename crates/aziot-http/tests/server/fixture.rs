@@ -35,7 +35,7 @@ impl Service for TestService {
 
 impl TestService {
     async fn route(&self, req: Request) -> Result<Response, HttpError> {
-        if req.match_path("/whoami").is_some() {
+        if req.match_path("/whoami")?.is_some() {
             return match req.method {
                 Method::GET => Ok(Response::json(
                     StatusCode::OK,
@@ -49,14 +49,14 @@ impl TestService {
                 _ => Err(HttpError::method_not_allowed()),
             };
         }
-        if req.match_path("/echo").is_some() {
+        if req.match_path("/echo")?.is_some() {
             let body: serde_json::Value = req.json()?;
             return Ok(Response::json(StatusCode::OK, &body));
         }
-        if let Some(captures) = req.match_path("/item/{}") {
+        if let Some(captures) = req.match_path("/item/{}")? {
             return Ok(Response::json(StatusCode::OK, &captures));
         }
-        if req.match_path("/slow").is_some() {
+        if req.match_path("/slow")?.is_some() {
             let ms = req.query("ms").and_then(|v| v.parse().ok()).unwrap_or(100);
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
