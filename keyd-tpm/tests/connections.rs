@@ -121,7 +121,7 @@ fn bodies_over_a_routes_limit_are_413_and_the_daemon_stays_small() {
     // Routes without bulk data take 64 KiB; a 100 KiB key id is refused the same way.
     let r = daemon.keyd_post("/key", &serde_json::json!({ "keyId": "k".repeat(100 * 1024), "usage": "sign" }));
     assert_eq!(r.status, 413);
-    let r = daemon.post("/sign_with_auth_key", &serde_json::json!({ "data": "A".repeat(100 * 1024) }));
+    let r = daemon.post("/import_auth_key", &serde_json::json!({ "key": "A".repeat(100 * 1024) }));
     assert_eq!(r.status, 413, "tpmd: {}", String::from_utf8_lossy(&r.body));
     let _ = API;
 }

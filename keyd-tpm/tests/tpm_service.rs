@@ -349,4 +349,44 @@ fn the_byte_array_form_upstreams_config_apply_writes_opens_the_tpm_with_its_pass
     daemon.spawn().unwrap();
     assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200, "{}", daemon.log());
     assert_eq!(daemon.sign_ok(b"m"), hmac_sha256(&KEY_A, b"m"));
+
+/// Where field 5's objectAttributes end in a DPS blob: after four TPM2B fields, field 5's size,
+/// its type and nameAlg.
+fn attributes_last_byte(blob: &[u8]) -> usize {
+    let mut at = 0;
+    for _ in 0..4 {
+        at += 2 + usize::from(u16::from_be_bytes([blob[at], blob[at + 1]]));
+    }
+    at + 2 + 4 + 3
+}
+
+#[test]
+fn a_blob_with_reserved_attribute_bits_is_a_400_and_the_key_stays() {
+    let tpm = Swtpm::start();
+    let daemon = Daemon::start(&tpm);
+    assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200);
+    let mut blob = blob_for(&daemon, &KEY_B);
+    let at = attributes_last_byte(&blob);
+    blob[at] ^= 1;
+    let r = daemon.import(&blob);
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.message().contains("reserved object attribute bits"), "{}", r.message());
+    assert_eq!(daemon.sign_ok(b"x"), hmac_sha256(&KEY_A, b"x"));
+}
+
+#[test]
+fn byte_fields_take_base64_with_or_without_padding_as_upstream() {
+    let tpm = Swtpm::start();
+    let daemon = Daemon::start(&tpm);
+    assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200);
+    // "ab" is YWI= padded; upstream's decoder takes YWI too, as the Keys Service does.
+    for data in ["YWI=", "YWI"] {
+        let r = daemon.post("/sign_with_auth_key", &serde_json::json!({ "data": data }));
+        assert_eq!(r.status, 200, "{data}: {}", String::from_utf8_lossy(&r.body));
+        let digest = aziot_tpm_common::from_b64(r.json()["digest"].as_str().unwrap()).unwrap();
+        assert_eq!(digest, hmac_sha256(&KEY_A, b"ab"));
+    }
+    let r = daemon.post("/sign_with_auth_key", &serde_json::json!({ "data": "Y@I=" }));
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("parameter \"data\" is not valid standard base64"), "{}", r.message());
 }

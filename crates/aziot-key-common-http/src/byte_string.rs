@@ -1,5 +1,6 @@
 //! Byte fields: standard base64 with padding on the wire, as upstream's
-//! `http_common::ByteString`. Decoding also takes unpadded input, which some clients send.
+//! `http_common::ByteString`. Decoding also takes unpadded input, as upstream's decoder
+//! (base64 0.13) does; [`decode_base64`] is that one rule, for every API's byte fields.
 
 use std::fmt;
 
@@ -48,7 +49,7 @@ impl Serialize for ByteString {
 impl<'de> Deserialize<'de> for ByteString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        decode(&s).map(ByteString).map_err(|e| {
+        decode_base64(&s).map(ByteString).map_err(|e| {
             serde::de::Error::custom(format!(
                 "invalid base64 ({e}); byte fields are standard base64"
             ))
@@ -56,7 +57,8 @@ impl<'de> Deserialize<'de> for ByteString {
     }
 }
 
-fn decode(s: &str) -> Result<Vec<u8>, data_encoding::DecodeError> {
+/// Standard base64, padding optional (trailing bits must be zero, as upstream's decoder wants).
+pub fn decode_base64(s: &str) -> Result<Vec<u8>, data_encoding::DecodeError> {
     data_encoding::BASE64.decode(s.as_bytes()).or_else(|e| {
         data_encoding::BASE64_NOPAD
             .decode(s.as_bytes())

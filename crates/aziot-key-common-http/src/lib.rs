@@ -23,7 +23,7 @@ pub mod move_key_pair;
 pub mod sign;
 
 pub use api_version::{ApiVersion, ParseApiVersionError};
-pub use byte_string::ByteString;
+pub use byte_string::{decode_base64, ByteString};
 pub use key_handle::KeyHandle;
 pub use key_usage::KeyUsage;
 

@@ -22,7 +22,8 @@ pub fn b64(bytes: &[u8]) -> String {
     data_encoding::BASE64.encode(bytes)
 }
 
-/// Decodes standard base64 with padding.
+/// Decodes a byte field: standard base64, padding optional, the same rule as the Keys
+/// Service's byte fields (upstream decodes both APIs' fields alike).
 pub fn from_b64(s: &str) -> Result<Vec<u8>, data_encoding::DecodeError> {
-    data_encoding::BASE64.decode(s.as_bytes())
+    aziot_key_common_http::decode_base64(s)
 }

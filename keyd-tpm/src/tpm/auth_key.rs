@@ -278,7 +278,7 @@ fn rejected(command: &'static str, e: tss_esapi::Error) -> TpmError {
             K::Failure
             | K::Integrity | K::Value | K::Size | K::Key | K::KeySize | K::Binding | K::Scheme
             | K::Symmetric | K::Attributes | K::Type | K::Hash | K::Kdf | K::Mode | K::Policy
-            | K::Handle | K::Insufficient | K::Selector | K::Curve | K::EccPoint,
+            | K::Handle | K::Insufficient | K::Selector | K::Curve | K::EccPoint | K::ReservedBits,
         ) => TpmError::BlobRejected(error),
         _ => TpmError::Command(error),
     }

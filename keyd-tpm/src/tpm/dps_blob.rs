@@ -50,6 +50,7 @@ impl DpsBlob {
         let duplicate = Private::try_from(next()).map_err(|e| invalid(FIELDS[2], e))?;
         let in_sym_seed = EncryptedSecret::try_from(next()).map_err(|e| invalid(FIELDS[3], e))?;
         let public_bytes = next();
+        check_attributes(&public_bytes)?;
         let public = Public::unmarshall(&public_bytes).map_err(|e| invalid(FIELDS[4], e))?;
         match &public {
             Public::KeyedHash { parameters, .. }
@@ -63,6 +64,30 @@ impl DpsBlob {
         }
         Ok(Self { credential_blob, credential_secret, duplicate, in_sym_seed, public })
     }
+}
+
+/// TPMA_OBJECT bits the TPM 2.0 spec reserves (0, 3, 8-9, 12-15, 20-31): a TPM answers
+/// TPM_RC_RESERVED_BITS for them, so they are refused here, before the TPM is touched.
+const RESERVED_OBJECT_ATTRIBUTES: u32 = 0xFFF0_F309;
+
+/// The objectAttributes of a TPMT_PUBLIC (after its type and nameAlg) must use no reserved bit.
+fn check_attributes(public: &[u8]) -> Result<(), TpmError> {
+    let Some(bytes) = public.get(4..8) else {
+        return Err(TpmError::InvalidBlob(format!(
+            "field {} is too short ({} bytes) to hold a public area",
+            FIELDS[4],
+            public.len()
+        )));
+    };
+    let attributes = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let reserved = attributes & RESERVED_OBJECT_ATTRIBUTES;
+    if reserved != 0 {
+        return Err(TpmError::InvalidBlob(format!(
+            "field {} sets reserved object attribute bits ({reserved:#010x} of {attributes:#010x}); DPS never sends those",
+            FIELDS[4]
+        )));
+    }
+    Ok(())
 }
 
 fn take_tpm2b<'a>(input: &'a [u8], name: &str) -> Result<(&'a [u8], &'a [u8]), TpmError> {
@@ -162,6 +187,20 @@ mod tests {
                 names_a_field(&blob)
             });
         }
+    }
+
+    #[test]
+    fn reserved_attribute_bits_are_refused_naming_field_5() {
+        let mut blob = Vec::new();
+        for len in [10, 20, 30, 20] {
+            blob.extend(tpm2b(&vec![7; len]));
+        }
+        // keyedHash, SHA-256, attributes with bit 0 (reserved) set.
+        let mut public = vec![0x00, 0x08, 0x00, 0x0b, 0x00, 0x04, 0x04, 0x73];
+        public.extend_from_slice(&[0; 8]);
+        blob.extend(tpm2b(&public));
+        let m = message(&blob);
+        assert!(m.contains("field 5 (TPM2B_PUBLIC") && m.contains("reserved object attribute bits (0x00000001"), "{m}");
     }
 
     #[test]

@@ -53,6 +53,15 @@ impl aziot_http::Service for TpmService {
         &[aziot_tpm_common::http::API_VERSION]
     }
 
+    /// `sign_with_auth_key` takes caller data (1 MiB, as the Keys Service's data routes); a DPS
+    /// blob and the other routes fit the default.
+    fn body_limit(&self, _method: &Method, path: &str) -> usize {
+        match path {
+            "/sign_with_auth_key" => crate::keyd::DATA_BODY_LIMIT,
+            _ => aziot_http::DEFAULT_BODY_LIMIT,
+        }
+    }
+
     async fn handle(&self, req: Request) -> Response {
         self.route(req).await.unwrap_or_else(HttpError::into_response)
     }
