@@ -109,7 +109,8 @@ homedir_path = "$work/keyd"
 [endpoints]
 aziot_keyd = "unix://$work/run/keyd.sock"
 TOML
-"$bin/keyd-tpm" 2>"$work/keyd-tpm.log" &
+# The daemons never see the DPS owner's connection string; only `aziot-tpm enroll` needs it.
+env -u AZIOT_DPS_CONNECTION_STRING "$bin/keyd-tpm" 2>"$work/keyd-tpm.log" &
 pids+=($!)
 wait_for_socket "$work/run/tpmd.sock" "$work/keyd-tpm.log"
 wait_for_socket "$work/run/keyd.sock" "$work/keyd-tpm.log"
@@ -150,8 +151,13 @@ aziot_tpmd = "unix://$work/run/tpmd.sock"
 uid = $(id -u)
 name = "demo-admin"
 TOML
-"$bin/identityd-dps" 2>"$work/identityd.log" &
+env -u AZIOT_DPS_CONNECTION_STRING "$bin/identityd-dps" 2>"$work/identityd.log" &
 pids+=($!)
+for pid in "${pids[@]: -2}"; do
+  if tr '\0' '\n' <"/proc/$pid/environ" | grep -q '^AZIOT_DPS_CONNECTION_STRING='; then
+    fail "a daemon (pid $pid) was started with the DPS connection string in its environment"
+  fi
+done
 wait_for_socket "$work/run/identityd.sock" "$work/identityd.log"
 provisioned=no
 for _ in $(seq 1 600); do

@@ -34,6 +34,8 @@ use aziot_http::{listen, serve, ServerOptions, SystemdSockets};
 
 /// systemd `FileDescriptorName=` of upstream's identityd socket unit.
 const FD_NAME: &str = "aziot-identityd.socket";
+/// The group of identityd.sock's clients (upstream's socket unit), when we bind it ourselves.
+const SOCKET_GROUP: &str = "aziotid";
 
 /// Starts provisioning in the background and serves the API until `shutdown` resolves.
 pub async fn run(
@@ -52,7 +54,7 @@ pub async fn run(
             )
         })?;
     let mut systemd = SystemdSockets::from_env()?;
-    let listener = listen(&config.endpoints.identityd, &mut systemd, FD_NAME)?;
+    let listener = listen(&config.endpoints.identityd, &mut systemd, FD_NAME, SOCKET_GROUP)?;
     let options = ServerOptions {
         max_requests_per_uid: config.max_requests,
         ..ServerOptions::default()

@@ -28,6 +28,11 @@ use tokio::sync::watch;
 const TPMD_FD_NAME: &str = "aziot-tpmd.socket";
 /// systemd `FileDescriptorName=` of the Keys Service socket in our units.
 const KEYD_FD_NAME: &str = "aziot-keyd.socket";
+/// Groups of the sockets' clients, as upstream's socket units set them; used when keyd-tpm
+/// binds the sockets itself. The two APIs must not share one: a Keys Service client may not
+/// sign as the device.
+const TPMD_GROUP: &str = "aziottpm";
+const KEYD_GROUP: &str = "aziotks";
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -64,9 +69,9 @@ fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
         // first taker (tpmd) unless systemd named it after the other standard unit, so a unit
         // that passes only aziot-keyd.socket gets the Keys Service on it and tpmd.sock bound here.
         let tpmd_endpoint: Endpoint = tpmd_config.endpoints.aziot_tpmd.parse()?;
-        let tpmd_listener = listen(&tpmd_endpoint, &mut systemd, TPMD_FD_NAME)?;
+        let tpmd_listener = listen(&tpmd_endpoint, &mut systemd, TPMD_FD_NAME, TPMD_GROUP)?;
         let keyd_endpoint: Endpoint = keyd_config.endpoints.aziot_keyd.parse()?;
-        let keyd_listener = listen(&keyd_endpoint, &mut systemd, KEYD_FD_NAME)?;
+        let keyd_listener = listen(&keyd_endpoint, &mut systemd, KEYD_FD_NAME, KEYD_GROUP)?;
         let listening = format!(
             "TPM Service API on {}, Keys Service API on {}",
             tpmd_config.endpoints.aziot_tpmd, keyd_config.endpoints.aziot_keyd

@@ -131,3 +131,52 @@ fn tail(daemon: &Daemon) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// Whether a process with uid `uid` and primary group `gid` (no others) can connect to `socket`.
+fn can_connect_as(uid: u32, gid: u32, socket: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(socket.as_os_str().as_bytes()).unwrap();
+    // SAFETY: the child only makes system calls on memory prepared before the fork, then exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                libc::_exit(2);
+            }
+            let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (dst, src) in addr.sun_path.iter_mut().zip(path.as_bytes()) {
+                *dst = *src as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            let connected = libc::connect(s, std::ptr::addr_of!(addr).cast(), len) == 0;
+            libc::_exit(if connected { 0 } else { 3 });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 2, "child could not switch user");
+    libc::WEXITSTATUS(status) == 0
+}
+
+#[test]
+fn sockets_bound_by_the_daemon_are_not_open_to_its_primary_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tpm = Swtpm::start();
+    let daemon = Daemon::start(&tpm);
+    for dir in [daemon.dir.path().to_owned(), daemon.dir.path().join("run")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // keyd-tpm runs as root here; a process in its primary group (gid 0) that is not root, as
+    // a Keys Service client sharing keyd-tpm's group would be, must not reach the TPM Service.
+    for socket in [daemon.tpmd_socket(), daemon.keyd_socket()] {
+        let meta = std::fs::metadata(&socket).unwrap();
+        assert_ne!((meta.gid(), meta.mode() & 0o070), (0, 0o060), "{} is open to group root", socket.display());
+        assert!(!can_connect_as(OTHER_UID, 0, &socket), "uid {OTHER_UID} in group root reached {}", socket.display());
+    }
+    assert!(daemon.log().contains("is open to its owner only"), "{}", tail(&daemon));
+}

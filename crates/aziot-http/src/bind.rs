@@ -62,6 +62,47 @@ pub enum BindError {
     NoRuntime,
 }
 
+/// Binds `path` as [`bind_unix`] does, then gives the socket to `group`, the group whose
+/// members are the API's clients (upstream's socket units use `aziottpm` for tpmd.sock,
+/// `aziotks` for keyd.sock, `aziotid` for identityd.sock). If the group does not exist, or
+/// this process may not give files to it, the socket becomes 0600: only its owner (and root)
+/// may connect, rather than whoever shares the process's primary group — which for a daemon
+/// serving two APIs is the other API's clients.
+pub fn bind_unix_for_group(path: impl AsRef<Path>, group: &str) -> Result<tokio::net::UnixListener, BindError> {
+    let path = path.as_ref();
+    let listener = bind_unix(path)?;
+    if let Err(why) = give_to_group(path, group) {
+        log::warn!(
+            "{} is open to its owner only: {why}; to let the {group} group's members connect, create the group and make the service user a member",
+            path.display()
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| BindError::Chmod {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(listener)
+}
+
+/// chown(path, -1, gid of `group`).
+fn give_to_group(path: &Path, group: &str) -> Result<(), String> {
+    let name = std::ffi::CString::new(group).map_err(|_| format!("group name {group:?} contains NUL"))?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: getgrnam_r writes into `grp` and `buf`, whose sizes we pass, and sets `found`.
+    let rc = unsafe { libc::getgrnam_r(name.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        return Err(format!("there is no group {group}"));
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| "path contains NUL".to_owned())?;
+    // SAFETY: chown on a valid C string; uid -1 keeps the owner.
+    if unsafe { libc::chown(c_path.as_ptr(), libc::uid_t::MAX, grp.gr_gid) } != 0 {
+        return Err(format!("cannot give it to group {group}: {}", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Binds `path` (creating its parent directory if missing), replacing a stale
 /// socket but never a live one or a non-socket, then sets mode 0660.
 ///

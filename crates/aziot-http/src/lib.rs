@@ -15,7 +15,7 @@
 //! use aziot_http::{listen, serve, Endpoint, ServerOptions, SystemdSockets};
 //! let mut systemd = SystemdSockets::from_env()?;
 //! let endpoint: Endpoint = "unix:///run/aziot/keyd.sock".parse()?;
-//! let listener = listen(&endpoint, &mut systemd, "aziot-keyd.socket")?;
+//! let listener = listen(&endpoint, &mut systemd, "aziot-keyd.socket", "aziotks")?;
 //! serve(listener, svc, ServerOptions::default(), async { /* SIGTERM */ }).await;
 //! # Ok(()) }
 //! ```
@@ -43,7 +43,7 @@ mod service;
 mod signal;
 mod systemd;
 
-pub use bind::{bind_unix, BindError};
+pub use bind::{bind_unix, bind_unix_for_group, BindError};
 pub use client::{ClientError, UdsClient};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::HttpError;

@@ -5,7 +5,7 @@
 
 use std::os::fd::AsFd;
 
-use crate::bind::{bind_unix, BindError};
+use crate::bind::{bind_unix_for_group, BindError};
 use crate::endpoint::Endpoint;
 use crate::systemd::SystemdSockets;
 
@@ -34,11 +34,14 @@ pub enum ListenError {
 ///
 /// `fd_name` is the socket's `FileDescriptorName=` (systemd defaults it to the
 /// `.socket` unit's name); it picks a socket for `unix://` endpoints when systemd
-/// passed several. Must be called from within a tokio runtime.
+/// passed several. A socket bound here (not passed by systemd) goes to `group`, the
+/// API's client group (see [`bind_unix_for_group`]). Must be called from within a
+/// tokio runtime.
 pub fn listen(
     endpoint: &Endpoint,
     systemd: &mut SystemdSockets,
     fd_name: &str,
+    group: &str,
 ) -> Result<tokio::net::UnixListener, ListenError> {
     let passed = match endpoint {
         Endpoint::Fd(fd) => systemd.take_fd(*fd),
@@ -53,7 +56,7 @@ pub fn listen(
                         path.display()
                     );
                 }
-                return Ok(bind_unix(path)?);
+                return Ok(bind_unix_for_group(path, group)?);
             }
         },
     };
@@ -118,13 +121,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.sock");
         let ep = Endpoint::Unix(path.clone());
-        let _l = listen(&ep, &mut SystemdSockets::default(), "keyd").unwrap();
+        let _l = listen(&ep, &mut SystemdSockets::default(), "keyd", "no-such-group-here").unwrap();
         assert!(path.exists());
+        // Without its group, the socket is for its owner only.
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[tokio::test]
     async fn fd_endpoint_without_systemd_explains_itself() {
-        let err = listen(&Endpoint::Fd(3), &mut SystemdSockets::default(), "keyd").unwrap_err();
+        let err = listen(&Endpoint::Fd(3), &mut SystemdSockets::default(), "keyd", "g").unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains("fd://3") && msg.contains("systemd passed no sockets"),

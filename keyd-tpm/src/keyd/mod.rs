@@ -145,7 +145,9 @@ impl aziot_http::Service for KeyService {
     }
 
     async fn handle(&self, req: Request) -> Response {
-        self.route(req)
+        // Each caller's TPM work waits in its own lane (see `tpm::owner`).
+        let lane = crate::tpm::Lane::Keyd(req.uid);
+        crate::tpm::in_lane(lane, self.route(req))
             .await
             .unwrap_or_else(HttpError::into_response)
     }

@@ -19,6 +19,7 @@ use super::device::Device;
 use super::dps_blob::DpsBlob;
 use super::error::{CommandError, Context as _, TpmError};
 use super::primaries::persistent;
+use super::sequence::SequenceKey;
 use super::store::{Slot, WrappedKey};
 use super::hierarchy_auth_error;
 
@@ -84,10 +85,16 @@ impl Device {
                 .during("TPM2_HMAC")?;
             Ok(digest.value().to_vec())
         } else {
-            let handle = self.settings.auth_key_handle();
-            self.make_room()?;
-            self.sequence()?.hmac_persistent(handle, data)
+            let key = SequenceKey::Persistent(self.settings.auth_key_handle());
+            self.long_hmac(key, data)
         }
+    }
+
+    /// What a long HMAC with the auth key runs on (see `sequence`); `NoAuthKey` if there is none.
+    pub fn auth_key_sequence(&mut self) -> Result<SequenceKey, TpmError> {
+        let handle = self.settings.auth_key_handle();
+        self.auth_key.ok_or(TpmError::NoAuthKey { handle })?;
+        Ok(SequenceKey::Persistent(handle))
     }
 
     /// ActivateCredential with the SRK as the activated object and the EK as the decryption key

@@ -14,7 +14,7 @@ use tss_esapi::Context;
 use super::cache::LoadedObjects;
 use super::error::{Context as _, TpmError};
 use super::primaries::{self, Origin};
-use super::sequence::SequenceContext;
+use super::sequence::{HmacSequence, SequenceContext, SequenceKey};
 use super::store::AuthKeyStore;
 use super::{hierarchy_auth_bytes, TpmSettings};
 
@@ -118,6 +118,33 @@ impl Device {
         self.sequence
             .as_mut()
             .ok_or_else(|| TpmError::Unexpected("sequence context missing".into()))
+    }
+
+    /// One slice of a long HMAC (see `sequence`): its digest once done, `None` when it stopped
+    /// to let `others_waiting` in. The first slice frees the cached objects' slots for it.
+    pub(super) fn hmac_slice(
+        &mut self,
+        seq: &mut HmacSequence,
+        others_waiting: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<u8>>, TpmError> {
+        if seq.is_fresh() {
+            self.make_room()?;
+        }
+        self.sequence()?.run(seq, others_waiting)
+    }
+
+    /// Frees what an abandoned long HMAC holds in the TPM.
+    pub(super) fn abandon_hmac(&mut self, seq: &mut HmacSequence) {
+        if let Some(sequence) = self.sequence.as_mut() {
+            sequence.abandon(seq);
+        }
+    }
+
+    /// A long HMAC run to its end in one go (for callers already on the owner thread).
+    pub(super) fn long_hmac(&mut self, key: SequenceKey, data: &[u8]) -> Result<Vec<u8>, TpmError> {
+        let mut seq = HmacSequence::new(key, data.to_vec());
+        self.hmac_slice(&mut seq, &|| false)?
+            .ok_or_else(|| TpmError::Unexpected("an unsliced HMAC sequence stopped early".into()))
     }
 
     /// A cheap round trip that tells whether the TPM still answers on this context.

@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 use super::device::Device;
 use super::error::{Context as _, TpmError};
 use super::keys::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, Secret};
+use super::sequence::SequenceKey;
 
 /// HMAC keys longer than SHA-256's block are replaced by their hash, exactly as HMAC itself
 /// does, so any length can be imported and still gives the same MACs.
@@ -275,10 +276,7 @@ impl Device {
     pub fn key_hmac(&mut self, key: &KeyObject, data: &[u8]) -> Result<Vec<u8>, TpmError> {
         expect_kind(key, ObjectKind::Hmac, "HMAC-SHA256")?;
         if data.len() > MaxBuffer::MAX_SIZE {
-            // The sequence commands run on their own connection, which loads its own copy.
-            self.make_room()?;
-            let srk = aziot_tpm_common::SRK_HANDLE;
-            return self.sequence()?.hmac_object(srk, &key.public, &key.private, data);
+            return self.long_hmac(sequence_key(key), data);
         }
         let buffer = MaxBuffer::try_from(data.to_vec()).during("TPM2B_MAX_BUFFER")?;
         self.with_loaded(key, |ctx, handle| {
@@ -353,7 +351,17 @@ impl Device {
     }
 }
 
-fn expect_kind(key: &KeyObject, kind: ObjectKind, operation: &str) -> Result<(), TpmError> {
+/// What a long HMAC with an `Hmac` key object runs on: the object, loaded on the sequence
+/// context under the SRK.
+pub(super) fn sequence_key(key: &KeyObject) -> SequenceKey {
+    SequenceKey::Object {
+        srk: aziot_tpm_common::SRK_HANDLE,
+        public: key.public.clone(),
+        private: key.private.clone(),
+    }
+}
+
+pub(super) fn expect_kind(key: &KeyObject, kind: ObjectKind, operation: &str) -> Result<(), TpmError> {
     if key.kind == kind {
         Ok(())
     } else {

@@ -28,7 +28,7 @@ pub use info::TpmInfo;
 pub use inspect::{inspect, Inspection};
 pub use error::{decode_rc, CommandError, TpmError};
 pub use keys::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, Secret};
-pub use owner::TpmHandle;
+pub use owner::{in_lane, Lane, TpmHandle};
 
 /// Turns libtss2's own logging off unless `TSS2_LOG` is set: its default writes WARNING and
 /// ERROR lines to stderr for conditions we report ourselves (once, with the cause and the fix).

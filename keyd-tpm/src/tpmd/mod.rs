@@ -63,7 +63,9 @@ impl aziot_http::Service for TpmService {
     }
 
     async fn handle(&self, req: Request) -> Response {
-        self.route(req).await.unwrap_or_else(HttpError::into_response)
+        // The device's own signing waits in a lane of its own (see `tpm::owner`).
+        let lane = crate::tpm::Lane::Tpmd(req.uid);
+        crate::tpm::in_lane(lane, self.route(req)).await.unwrap_or_else(HttpError::into_response)
     }
 }
 
