@@ -60,10 +60,15 @@ pub async fn sleep_within(delay: Duration, deadline: Instant) -> bool {
     true
 }
 
-/// `Retry-After` in seconds (the form DPS and IoT Hub use). HTTP-dates are not used by either
-/// service and count as absent.
+/// Longest `Retry-After` taken as given (a day); a larger one counts as this, so a deadline
+/// computed from it stays representable and the device tries again within a day.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `Retry-After` in seconds (the form DPS and IoT Hub use), at most [`MAX_RETRY_AFTER`].
+/// HTTP-dates are not used by either service and count as absent.
 pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
-    value?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let secs = value?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// A uniform number in [0, 1) from the OpenSSL RNG (falls back to the clock's nanoseconds).
@@ -127,6 +132,10 @@ mod tests {
             None
         );
         assert_eq!(parse_retry_after(None), None);
+        // A huge value (a broken proxy, a hostile DPS) must not overflow a deadline.
+        let huge = parse_retry_after(Some("18446744073709551615")).unwrap();
+        assert_eq!(huge, MAX_RETRY_AFTER);
+        let _ = Instant::now() + huge;
     }
 
     #[tokio::test]

@@ -349,6 +349,7 @@ fn the_byte_array_form_upstreams_config_apply_writes_opens_the_tpm_with_its_pass
     daemon.spawn().unwrap();
     assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200, "{}", daemon.log());
     assert_eq!(daemon.sign_ok(b"m"), hmac_sha256(&KEY_A, b"m"));
+}
 
 /// Where field 5's objectAttributes end in a DPS blob: after four TPM2B fields, field 5's size,
 /// its type and nameAlg.
