@@ -490,6 +490,13 @@ impl Env {
             .is_some_and(|s| s.success())
     }
 
+    /// SIGKILL (a crash): no chance to finish anything.
+    pub fn kill_identityd(&mut self) {
+        if let Some(mut child) = self.identityd.take() {
+            child.kill();
+        }
+    }
+
     pub fn restart_identityd(&mut self) {
         assert!(
             self.stop_identityd(),

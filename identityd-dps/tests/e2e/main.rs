@@ -2,6 +2,7 @@
 //! Build the workspace first (`cargo build --workspace`, as scripts/test.sh does): the keyd-tpm
 //! and iot-emulator binaries are taken from the target dir.
 
+mod crashes;
 mod faults;
 mod fixture;
 mod fuzz;
