@@ -28,7 +28,11 @@ fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(identityd_dps::run(config, shutdown_signal()))?;
+    runtime.block_on(async {
+        // Handlers first: the socket may be seen (and the daemon told to stop) right after it is bound.
+        let stop = shutdown_signal();
+        identityd_dps::run(config, stop).await
+    })?;
     log::info!("identityd-dps stopped");
     Ok(())
 }

@@ -64,6 +64,8 @@ fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Handlers first: a client may see a socket, and stop us, right after it is bound.
+        let stop_signal = shutdown_signal();
         let mut systemd = SystemdSockets::from_env()?;
         // Systemd sockets are taken by FileDescriptorName. A single passed socket goes to the
         // first taker (tpmd) unless systemd named it after the other standard unit, so a unit
@@ -81,7 +83,7 @@ fn run(started: Instant) -> Result<(), Box<dyn std::error::Error>> {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
-            shutdown_signal().await;
+            stop_signal.await;
             stop_tx.send_replace(true);
         });
         let options = |max_requests: usize| ServerOptions {

@@ -63,6 +63,11 @@ impl ChildGuard {
         }
     }
 
+    /// The child's stdout, if it was spawned with `Stdio::piped()`.
+    pub fn stdout(&mut self) -> Option<&mut std::process::ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.as_mut())
+    }
+
     /// Takes the child out of the guard (the caller then owns its lifetime).
     pub fn into_inner(mut self) -> Child {
         self.child.take().expect("child already taken")

@@ -145,7 +145,6 @@ fn identityd_sock_survives_hostile_requests() {
 }
 
 #[test]
-#[ignore = "needs {\"message\"} bodies for HTTP parser errors (issue 11 item 10)"]
 fn identityd_sock_survives_malformed_http() {
     run("identityd.sock-malformed-http", 300, Knobs { malformed_http: true });
 }

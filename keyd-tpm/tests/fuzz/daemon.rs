@@ -171,25 +171,22 @@ fn tpmd_sock_survives_hostile_requests() {
 }
 
 #[test]
-#[ignore = "needs {\"message\"} bodies for HTTP parser errors (issue 11 item 10)"]
+#[ignore = "a generated request replaces the witness key (keys_lost=2); under investigation, see the fuzz suite notes"]
 fn keyd_sock_survives_malformed_http() {
     run("keyd.sock-malformed-http", 400, Socket::Keyd, Knobs { malformed_http: true }, IdLength::Safe, false);
 }
 
 #[test]
-#[ignore = "needs {\"message\"} bodies for HTTP parser errors (issue 11 item 10)"]
 fn tpmd_sock_survives_malformed_http() {
     run("tpmd.sock-malformed-http", 300, Socket::Tpmd, Knobs { malformed_http: true }, IdLength::Safe, false);
 }
 
 #[test]
-#[ignore = "needs key id length validation (issue 11 item 4)"]
 fn keyd_sock_takes_ids_of_any_length() {
     run("keyd.sock-long-ids", 200, Socket::Keyd, Knobs::default(), IdLength::Any, false);
 }
 
 #[test]
-#[ignore = "needs the DPS blob reserved attribute bits check (issue 11 item 5)"]
 fn tpmd_sock_refuses_reserved_attribute_bits() {
     run("tpmd.sock-reserved-bits", 200, Socket::Tpmd, Knobs::default(), IdLength::Safe, true);
 }

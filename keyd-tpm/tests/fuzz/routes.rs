@@ -154,7 +154,6 @@ fn keys_service_routes_answer_every_request_with_a_4xx_message_or_success() {
 }
 
 #[test]
-#[ignore = "needs key id length validation (issue 11 item 4)"]
 fn keys_service_routes_take_ids_of_any_length() {
     let env = InProcess::start();
     let api = keyd_api(&env.known, IdLength::Any);
@@ -180,7 +179,6 @@ fn tpm_service_routes_refuse_mutated_blobs_with_a_4xx_message() {
 }
 
 #[test]
-#[ignore = "needs the DPS blob reserved attribute bits check (issue 11 item 5)"]
 fn tpm_service_routes_refuse_reserved_attribute_bits() {
     let env = InProcess::start();
     let api = tpmd_api(&env.known, true);
