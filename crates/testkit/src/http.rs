@@ -89,7 +89,8 @@ fn parse(raw: &[u8]) -> Option<Response> {
     Some(Response { status, body })
 }
 
-fn dechunk(mut input: &[u8]) -> Option<Vec<u8>> {
+/// The body of a chunked message; `None` until its last chunk is there.
+pub(crate) fn dechunk(mut input: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = input.windows(2).position(|w| w == b"\r\n")?;

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use testkit::fuzz::gen::{self, Case, Knobs};
+use testkit::fuzz::gen::{self, Knobs};
 use testkit::fuzz::http::{exchange, Outcome};
-use testkit::fuzz::{cases, judge, Generator, Problem, Tally};
+use testkit::fuzz::{cases, Generator, Tally};
 
 use crate::fixture::{Env, Options, API};
 use crate::fuzz_api::{identityd_api, unavailable, WITNESS_MODULE};
@@ -49,35 +49,6 @@ fn alive(env: &mut Env) -> Result<(), String> {
     }
 }
 
-fn assess(tally: &mut Tally, case: &Case, outcome: std::io::Result<Outcome>) {
-    match outcome {
-        Ok(Outcome::Answered(r)) => {
-            tally.status(r.status);
-            match judge(r.status, &r.body) {
-                Err(Problem::ServerError) if unavailable(r.status, &r.body) => {}
-                Err(problem) => tally.problem(
-                    problem,
-                    format!("{} {}\n  request [{}]: {}", r.status, r.body_text(), case.what, case.preview()),
-                ),
-                Ok(()) => {}
-            }
-        }
-        Ok(Outcome::Closed { .. }) if case.complete => {
-            tally.other += 1;
-            tally.example(format!("closed without an answer\n  request [{}]: {}", case.what, case.preview()));
-        }
-        Ok(Outcome::Silent { .. }) if case.complete => {
-            tally.hangs += 1;
-            tally.example(format!("no answer within {ANSWER:?}\n  request [{}]: {}", case.what, case.preview()));
-        }
-        Ok(_) => tally.unanswered += 1,
-        Err(e) => {
-            tally.crashes += 1;
-            tally.example(format!("cannot connect: {e}\n  after [{}]: {}", case.what, case.preview()));
-        }
-    }
-}
-
 fn run(target: &str, ci_cases: u32, knobs: Knobs) {
     let mut env = Env::start(Options::enrolled());
     let device = env.wait_provisioned(Duration::from_secs(90));
@@ -101,7 +72,7 @@ fn run(target: &str, ci_cases: u32, knobs: Knobs) {
         tally.cases += 1;
         let wait = if case.complete { ANSWER } else { INCOMPLETE };
         let violations = tally.violations();
-        assess(&mut tally, &case, exchange(&socket, &case.bytes, wait));
+        tally.assess(&case, exchange(&socket, &case.bytes, wait), |r| unavailable(r.status, &r.body));
         if tally.violations() > violations || i % PROBE_EVERY == 0 {
             if let Err(e) = alive(&mut env) {
                 let running = env.identityd_running();
@@ -116,12 +87,7 @@ fn run(target: &str, ci_cases: u32, knobs: Knobs) {
         tally.crashes += 1;
         tally.example(e);
     }
-    let log = env.identityd_log();
-    let panics = log.matches("panicked").count() as u64;
-    if panics > 0 {
-        tally.crashes += panics;
-        tally.example(format!("identityd-dps logged {panics} panic(s)"));
-    }
+    tally.count_panics("identityd-dps", &env.identityd_log());
     if env.identityd_running() {
         match witness(&env) {
             Ok(after) if after == before => {}

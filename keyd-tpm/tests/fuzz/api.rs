@@ -121,6 +121,9 @@ pub fn keyd_api(known: &Known, length: IdLength) -> Api {
     let create_key = (create_ids(length), key_bytes, usage)
         .prop_map(|(id, bytes, usage)| json!({ "keyId": id, "keyBytes": bytes, "usage": usage }))
         .boxed();
+    // An import replaces the key of that id (upstream's semantics), so only a create without
+    // bytes may name a witness (and must leave it as it is): checked after the mutations.
+    let create_key = body_bytes(mutate_json(create_key).prop_map(spare_witnesses).boxed());
     let algorithms = prop_oneof![
         8 => select(vec!["ec-p256", "*", "ec-p256:rsa-2048", "foo:ec-p256"]).prop_map(|s| Value::String(s.into())),
         1 => Just(Value::Null),
@@ -174,7 +177,7 @@ pub fn keyd_api(known: &Known, length: IdLength) -> Api {
         api_versions: KEYD_VERSIONS,
         ids: ids(length),
         routes: vec![
-            Route::new("POST", "/key", body(create_key)),
+            Route::new("POST", "/key", create_key),
             Route::bodiless("GET", "/key/{}"),
             Route::new("POST", "/key/{}", body(from.clone())),
             Route::new("DELETE", "/key", body(handle_only.clone())),
@@ -190,6 +193,19 @@ pub fn keyd_api(known: &Known, length: IdLength) -> Api {
             Route::new("POST", "/decrypt", body(crypt("ciphertext"))),
         ],
     }
+}
+
+/// A `POST /key` body that would import over a witness names a victim instead.
+fn spare_witnesses(mut body: Value) -> Value {
+    let imports = body.get("keyBytes").is_some_and(|b| !b.is_null());
+    let names_witness = body
+        .get("keyId")
+        .and_then(Value::as_str)
+        .is_some_and(|id| id == WITNESS_KEY || id == WITNESS_PAIR);
+    if imports && names_witness {
+        body["keyId"] = Value::String(VICTIM_IDS[0].to_owned());
+    }
+    body
 }
 
 /// Byte ranges of the five TPM2B fields of a well-formed blob: (size field, data, end).

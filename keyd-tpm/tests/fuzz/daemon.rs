@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use testkit::fuzz::gen::{self, Case, Knobs};
+use testkit::fuzz::gen::{self, Knobs};
 use testkit::fuzz::http::{exchange, Outcome};
-use testkit::fuzz::{cases, judge, Generator, Tally};
+use testkit::fuzz::{cases, Generator, Tally};
 use testkit::Swtpm;
 
 use super::api::{keyd_api, tpmd_api, IdLength, Known, AUTH_KEY};
@@ -68,39 +68,6 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// What one exchange says about the daemon.
-fn assess(tally: &mut Tally, case: &Case, outcome: std::io::Result<Outcome>) {
-    match outcome {
-        Ok(Outcome::Answered(r)) => {
-            tally.status(r.status);
-            if let Err(problem) = judge(r.status, &r.body) {
-                tally.problem(
-                    problem,
-                    format!("{} {}: {}\n  request [{}]: {}", r.status, r.head.lines().next().unwrap_or_default(), r.body_text(), case.what, case.preview()),
-                );
-            }
-        }
-        Ok(Outcome::Closed { partial }) if case.complete => {
-            tally.other += 1;
-            tally.example(format!(
-                "closed without an answer (got {:?})\n  request [{}]: {}",
-                String::from_utf8_lossy(&partial),
-                case.what,
-                case.preview()
-            ));
-        }
-        Ok(Outcome::Silent { .. }) if case.complete => {
-            tally.hangs += 1;
-            tally.example(format!("no answer within {ANSWER:?}\n  request [{}]: {}", case.what, case.preview()));
-        }
-        Ok(_) => tally.unanswered += 1,
-        Err(e) => {
-            tally.crashes += 1;
-            tally.example(format!("cannot connect: {e}\n  after request [{}]: {}", case.what, case.preview()));
-        }
-    }
-}
-
 fn run(target: &str, ci_cases: u32, socket: Socket, knobs: Knobs, length: IdLength, reserved_bits: bool) {
     let tpm = Swtpm::start();
     let mut d = Daemon::start(&tpm);
@@ -129,7 +96,7 @@ fn run(target: &str, ci_cases: u32, socket: Socket, knobs: Knobs, length: IdLeng
         tally.cases += 1;
         let wait = if case.complete { ANSWER } else { INCOMPLETE };
         let before = tally.violations();
-        assess(&mut tally, &case, exchange(&target_sock, &case.bytes, wait));
+        tally.assess(&case, exchange(&target_sock, &case.bytes, wait), |_| false);
         if tally.violations() > before || i % PROBE_EVERY == PROBE_EVERY - 1 {
             if let Err(e) = alive(&mut d) {
                 tally.hangs += u64::from(d.is_running());
@@ -143,12 +110,7 @@ fn run(target: &str, ci_cases: u32, socket: Socket, knobs: Knobs, length: IdLeng
         tally.crashes += 1;
         tally.example(e);
     }
-    let log = d.log();
-    let panics = log.matches("panicked").count() as u64;
-    if panics > 0 {
-        tally.crashes += panics;
-        tally.example(format!("the daemon log shows {panics} panic(s):\n{}", tail(&log)));
-    }
+    tally.count_panics("keyd-tpm", &d.log());
     if d.is_running() {
         let mut lost = witness.lost(&keyd);
         lost.extend(auth_key_lost(&tpmd));

@@ -99,7 +99,7 @@ fn parse(mut raw: &[u8], eof: bool) -> Option<RawResponse> {
             }
         }
         let body = if chunked {
-            dechunk(rest)?
+            crate::http::dechunk(rest)?
         } else if status == 204 || status == 304 {
             Vec::new()
         } else {
@@ -111,21 +111,6 @@ fn parse(mut raw: &[u8], eof: bool) -> Option<RawResponse> {
             }
         };
         return Some(RawResponse { status, head, body });
-    }
-}
-
-fn dechunk(mut input: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let end = input.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&input[..end]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        input = &input[end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(input.get(..size)?);
-        input = input.get(size + 2..)?;
     }
 }
 

@@ -231,6 +231,63 @@ impl Tally {
     }
 }
 
+impl Tally {
+    /// Counts what one raw exchange of `case` says about the server: an answer is judged (a
+    /// 5xx that `tolerated` accepts, e.g. a 503 naming a dependency that is down, is not a
+    /// violation); a complete request closed without an answer or left unanswered is a
+    /// violation, an incomplete one merely unanswered; a refused connection is a crash.
+    pub fn assess(
+        &mut self,
+        case: &gen::Case,
+        outcome: std::io::Result<http::Outcome>,
+        tolerated: impl Fn(&http::RawResponse) -> bool,
+    ) {
+        use http::Outcome;
+        let request = || format!("\n  request [{}]: {}", case.what, case.preview());
+        match outcome {
+            Ok(Outcome::Answered(r)) => {
+                self.status(r.status);
+                match judge(r.status, &r.body) {
+                    Err(Problem::ServerError) if tolerated(&r) => {}
+                    Err(problem) => self.problem(
+                        problem,
+                        format!("{} {}: {}{}", r.status, r.head.lines().next().unwrap_or_default(), r.body_text(), request()),
+                    ),
+                    Ok(()) => {}
+                }
+            }
+            Ok(Outcome::Closed { partial }) if case.complete => {
+                self.other += 1;
+                self.example(format!(
+                    "closed without an answer (got {:?}){}",
+                    String::from_utf8_lossy(&partial),
+                    request()
+                ));
+            }
+            Ok(Outcome::Silent { .. }) if case.complete => {
+                self.hangs += 1;
+                self.example(format!("no answer in time{}", request()));
+            }
+            Ok(_) => self.unanswered += 1,
+            Err(e) => {
+                self.crashes += 1;
+                self.example(format!("cannot connect: {e}{}", request()));
+            }
+        }
+    }
+
+    /// Counts the panics a daemon's log shows (a panicking request task is a crash even when
+    /// the process lives on).
+    pub fn count_panics(&mut self, daemon: &str, log: &str) {
+        let panics = log.matches("panicked").count() as u64;
+        if panics > 0 {
+            self.crashes += panics;
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains("panicked")).take(5).collect();
+            self.example(format!("{daemon} logged {panics} panic(s):\n{}", lines.join("\n")));
+        }
+    }
+}
+
 /// Examples kept per target for the failure message.
 const EXAMPLES: usize = 8;
 
