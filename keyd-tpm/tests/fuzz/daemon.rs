@@ -133,7 +133,6 @@ fn tpmd_sock_survives_hostile_requests() {
 }
 
 #[test]
-#[ignore = "a generated request replaces the witness key (keys_lost=2); under investigation, see the fuzz suite notes"]
 fn keyd_sock_survives_malformed_http() {
     run("keyd.sock-malformed-http", 400, Socket::Keyd, Knobs { malformed_http: true }, IdLength::Safe, false);
 }
