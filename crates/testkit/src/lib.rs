@@ -2,6 +2,7 @@
 //! kills/removes them on drop, so tests run in parallel and leave nothing behind; children also
 //! get SIGKILL from the kernel if the test process itself dies (PR_SET_PDEATHSIG).
 
+mod bus_tap;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod emulator;
@@ -10,6 +11,7 @@ mod process;
 mod proxy;
 mod swtpm;
 
+pub use bus_tap::{BusTap, Direction, Exchange, SessionArea, TpmCommand};
 pub use process::{wait_for_path, ChildGuard};
 pub use proxy::Tinyproxy;
 pub use swtpm::Swtpm;
