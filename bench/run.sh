@@ -22,3 +22,7 @@ echo
 "$target/bench-keyd" "$target/keyd-tpm" "${2:-1000}"
 echo
 "$target/bench-identityd" "$target/keyd-tpm" "$target/iot-emulator" "$target/identityd-dps" "${3:-5}" "${4:-20}"
+echo
+# Parameter encryption: every secret-bearing operation with the session channel, with ESYS's
+# sessions and without encryption, alternating in one run (TPM owner level, no daemon).
+"$target/bench-session" "${5:-200}"

@@ -76,7 +76,7 @@ pub fn missing_primary(name: &str, handle: u32) -> String {
 
 pub fn read(args: &TpmArgs) -> Result<Reading, Failure> {
     // The tpmd config (readable by root and its service user) gives the socket, and for a direct
-    // read the TCTI, the auth key index and the owner password.
+    // read the TCTI and the auth key index.
     let config = aziot_config::load::<TpmdConfig>("tpmd");
     if let Some(tcti) = &args.tcti {
         return direct(tcti, config.as_ref().ok(), "--tcti given").map_err(Failure::unreachable);
@@ -131,11 +131,8 @@ fn direct(tcti: &str, config: Option<&TpmdConfig>, reason: &str) -> Result<Readi
     if std::env::var_os("TSS2_LOG").is_none() {
         std::env::set_var("TSS2_LOG", "all+none");
     }
-    let (index, owner) = match config {
-        Some(c) => (c.shared.auth_key_index, c.shared.hierarchy_authorization.owner.as_str()),
-        None => (aziot_tpm_common::DEFAULT_AUTH_KEY_INDEX, ""),
-    };
-    let found = keyd_tpm::tpm::inspect(tcti, index, owner).map_err(|e| e.to_string())?;
+    let index = config.map_or(aziot_tpm_common::DEFAULT_AUTH_KEY_INDEX, |c| c.shared.auth_key_index);
+    let found = keyd_tpm::tpm::inspect(tcti, index).map_err(|e| e.to_string())?;
     let details = serde_json::to_value(&found.info).ok().and_then(|v| match v {
         Value::Object(map) => Some(map),
         _ => None,

@@ -133,6 +133,7 @@ impl TpmdConfig {
             endorsement_auth: self.shared.hierarchy_authorization.endorsement.clone(),
             owner_auth: self.shared.hierarchy_authorization.owner.clone(),
             state_dir: self.homedir.clone(),
+            parameter_encryption: Default::default(),
         }
     }
 }

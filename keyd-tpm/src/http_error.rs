@@ -40,6 +40,7 @@ impl From<TpmError> for HttpError {
             TpmError::Command(_)
             | TpmError::HierarchyAuth { .. }
             | TpmError::Store { .. }
+            | TpmError::SessionKey { .. }
             | TpmError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

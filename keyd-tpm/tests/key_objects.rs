@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use keyd_tpm::tpm::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, TpmError, TpmHandle, TpmSettings};
+use keyd_tpm::tpm::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, TpmError, TpmHandle};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::ecdsa::EcdsaSig;
@@ -29,14 +29,7 @@ impl Fixture {
         std::env::set_var("TSS2_LOG", "all+none");
         let tpm = Swtpm::start();
         let state = tempfile::tempdir().unwrap();
-        let h = TpmHandle::start(TpmSettings {
-            tcti: tpm.tcti(),
-            auth_key_index: 0x100,
-            endorsement_auth: Default::default(),
-            owner_auth: Default::default(),
-            state_dir: state.path().to_owned(),
-        })
-        .unwrap();
+        let h = TpmHandle::start(common::tpm_settings(tpm.tcti(), state.path())).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         Self { tpm, _state: state, rt, h }
     }

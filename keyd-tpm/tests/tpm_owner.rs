@@ -1,16 +1,12 @@
 //! The TPM owner against a real swtpm, below the HTTP layer.
 
-use keyd_tpm::tpm::{TpmError, TpmHandle, TpmSettings};
+use keyd_tpm::tpm::{TpmError, TpmHandle};
 use testkit::Swtpm;
 
-fn settings(tpm: &Swtpm, state: &std::path::Path) -> TpmSettings {
-    TpmSettings {
-        tcti: tpm.tcti(),
-        auth_key_index: 0x100,
-        endorsement_auth: Default::default(),
-        owner_auth: Default::default(),
-        state_dir: state.to_owned(),
-    }
+mod common;
+
+fn settings(tpm: &Swtpm, state: &std::path::Path) -> keyd_tpm::tpm::TpmSettings {
+    common::tpm_settings(tpm.tcti(), state)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

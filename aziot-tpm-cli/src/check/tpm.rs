@@ -108,8 +108,7 @@ pub async fn tcti_opens(ctx: &mut Context) -> CheckOutput {
     };
     let direct = {
         let (tcti, index) = (tcti.clone(), tpmd.shared.auth_key_index);
-        let owner = tpmd.shared.hierarchy_authorization.owner.clone();
-        tpm_direct::with_timeout(TPM_TIMEOUT, move || tpm_direct::read_facts(&tcti, index, &owner)).await
+        tpm_direct::with_timeout(TPM_TIMEOUT, move || tpm_direct::read_facts(&tcti, index)).await
     };
     let output = match (&direct, daemon_error) {
         (Ok(facts), None) => CheckOutput::new(CheckResult::Ok, describe(facts, Some(&tcti))),
@@ -258,9 +257,9 @@ pub async fn hierarchy_auth(ctx: &Context) -> CheckOutput {
     let endorsement = tpmd.shared.hierarchy_authorization.endorsement.clone();
     let set = json!({"owner": !owner.is_empty(), "endorsement": !endorsement.is_empty()});
     let tested = {
-        let tcti = tcti.clone();
+        let (tcti, homedir) = (tcti.clone(), tpmd.homedir.clone());
         tpm_direct::with_timeout(TPM_TIMEOUT, move || {
-            tpm_direct::test_hierarchy_auth(&tcti, &owner, &endorsement)
+            tpm_direct::test_hierarchy_auth(&tcti, &homedir, &owner, &endorsement)
         })
         .await
     };
@@ -273,7 +272,7 @@ pub async fn hierarchy_auth(ctx: &Context) -> CheckOutput {
             )
         }
     };
-    let mut info = json!({"tcti": tcti, "password_set": set, "method": "TPM2_PolicySecret in a trial session"});
+    let mut info = json!({"tcti": tcti, "password_set": set, "method": "TPM2_PolicySecret in a trial session, authorized by a salted HMAC session"});
     let (mut errors, mut warnings) = (Vec::new(), Vec::new());
     for (hierarchy, verdict) in &verdicts {
         info[hierarchy] = json!(match verdict {

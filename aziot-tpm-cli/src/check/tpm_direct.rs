@@ -7,18 +7,9 @@
 //! interfering; the raw `/dev/tpm0` admits one opener, so while keyd-tpm holds it the open fails
 //! and the check says so.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
-use tss_esapi::constants::SessionType;
-use tss_esapi::handles::{AuthHandle, ObjectHandle, SessionHandle};
-use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
-use tss_esapi::structures::{Auth, Digest, Nonce, SymmetricDefinition};
-use tss_esapi::tcti_ldr::TctiNameConf;
-use tss_esapi::Context;
-use zeroize::Zeroizing;
 
 /// How long the TPM gets for all the commands of one check.
 pub const TPM_TIMEOUT: Duration = Duration::from_secs(20);
@@ -92,18 +83,10 @@ pub async fn with_timeout<T: Send + 'static>(
 
 /// Opens an ESYS context on the TCTI (the password test runs only after the TPM answered once,
 /// so the reasons an open fails are explained by `tpm-tcti-opens`).
-fn open(tcti: &str) -> Result<Context, String> {
-    let tcti = normalize_tcti(tcti);
-    let conf =
-        TctiNameConf::from_str(&tcti).map_err(|e| format!("tcti = {tcti:?} is not a TCTI configuration: {e}"))?;
-    Context::new(conf).map_err(|e| format!("cannot open the TPM through {tcti}: {e}"))
-}
-
 /// Reads manufacturer, firmware, persistent handles and the EK and SRK public areas, with keyd-tpm's
-/// read-only inspection (it creates and flushes nothing). The owner password only serves to read
-/// an EK certificate from NV.
-pub fn read_facts(tcti: &str, auth_key_index: u32, owner_auth: &str) -> Result<TpmFacts, String> {
-    let found = keyd_tpm::tpm::inspect(tcti, auth_key_index, owner_auth).map_err(|e| e.to_string())?;
+/// read-only inspection (it creates and flushes nothing, and needs no hierarchy password).
+pub fn read_facts(tcti: &str, auth_key_index: u32) -> Result<TpmFacts, String> {
+    let found = keyd_tpm::tpm::inspect(tcti, auth_key_index).map_err(|e| e.to_string())?;
     Ok(TpmFacts {
         via: Via::Direct,
         manufacturer: Some(found.info.manufacturer),
@@ -136,71 +119,31 @@ pub enum Verdict {
 /// checks that authorization before it runs the command; a trial session only accumulates a
 /// digest and yields nothing usable, and it is flushed at once. Owner and endorsement
 /// authorizations are not dictionary-attack protected (only lockoutAuth is), so a wrong password
-/// costs no lockout. Passwords are sent with a trailing NUL, as keyd-tpm and upstream set them.
-pub fn test_hierarchy_auth(tcti: &str, owner: &str, endorsement: &str) -> Result<[(&'static str, Verdict); 2], String> {
-    let mut ctx = open(tcti)?;
-    let owner_verdict = test_one(&mut ctx, ObjectHandle::Owner, AuthHandle::Owner, owner);
-    let endorsement_verdict = test_one(
-        &mut ctx,
-        ObjectHandle::Endorsement,
-        AuthHandle::Endorsement,
-        endorsement,
-    );
-    Ok([("owner", owner_verdict), ("endorsement", endorsement_verdict)])
-}
-
-fn test_one(ctx: &mut Context, object: ObjectHandle, auth_handle: AuthHandle, password: &str) -> Verdict {
-    let mut bytes = Zeroizing::new(Vec::with_capacity(password.len() + 1));
-    bytes.extend_from_slice(password.as_bytes());
-    bytes.push(0);
-    let auth = match Auth::try_from(bytes.to_vec()) {
-        Ok(auth) => auth,
-        Err(_) => return Verdict::Failed("the password is longer than the TPM accepts (63 bytes)".into()),
-    };
-    if let Err(e) = ctx.tr_set_auth(object, auth) {
-        return Verdict::Failed(format!("Esys_TR_SetAuth failed: {e}"));
-    }
-    let session = match ctx.start_auth_session(
-        None,
-        None,
-        None,
-        SessionType::Trial,
-        SymmetricDefinition::Null,
-        HashingAlgorithm::Sha256,
-    ) {
-        Ok(Some(session)) => session,
-        Ok(None) => return Verdict::Failed("TPM2_StartAuthSession returned no session".into()),
-        Err(e) => return Verdict::Failed(format!("TPM2_StartAuthSession failed: {e}")),
-    };
-    let verdict = match PolicySession::try_from(session) {
-        Ok(policy) => {
-            let result = ctx.execute_with_session(Some(AuthSession::Password), |c| {
-                c.policy_secret(
-                    policy,
-                    auth_handle,
-                    Nonce::default(),
-                    Digest::default(),
-                    Nonce::default(),
-                    None,
-                )
-            });
-            match result {
-                Ok(_) => Verdict::Accepted,
-                Err(tss_esapi::Error::Tss2Error(rc))
-                    if matches!(
-                        rc.kind(),
-                        Some(Tss2ResponseCodeKind::BadAuth | Tss2ResponseCodeKind::AuthFail)
-                    ) =>
-                {
-                    Verdict::Rejected
-                }
-                Err(e) => Verdict::Failed(format!("TPM2_PolicySecret failed: {e}")),
-            }
+/// costs no lockout. Passwords are taken with a trailing NUL, as keyd-tpm and upstream set them,
+/// and only key the HMAC of a session salted as keyd-tpm's are (`state_dir` holds its session
+/// key): they never cross the bus.
+pub fn test_hierarchy_auth(
+    tcti: &str,
+    state_dir: &std::path::Path,
+    owner: &str,
+    endorsement: &str,
+) -> Result<[(&'static str, Verdict); 2], String> {
+    let verdict = |is_owner: bool, password: &str| {
+        if password.len() > 63 {
+            return Verdict::Failed("the password is longer than the TPM accepts (63 bytes)".into());
         }
-        Err(e) => Verdict::Failed(format!("not a policy session: {e}")),
+        match keyd_tpm::tpm::test_hierarchy_password(tcti, state_dir, is_owner, password) {
+            Ok(Ok(())) => Verdict::Accepted,
+            Ok(Err(tss_esapi::Error::Tss2Error(rc)))
+                if matches!(rc.kind(), Some(Tss2ResponseCodeKind::BadAuth | Tss2ResponseCodeKind::AuthFail)) =>
+            {
+                Verdict::Rejected
+            }
+            Ok(Err(e)) => Verdict::Failed(format!("TPM2_PolicySecret failed: {e}")),
+            Err(e) => Verdict::Failed(e.to_string()),
+        }
     };
-    let _ = ctx.flush_context(SessionHandle::from(session).into());
-    verdict
+    Ok([("owner", verdict(true, owner)), ("endorsement", verdict(false, endorsement))])
 }
 
 /// Keeps the TSS libraries from printing their own error lines on our output: a wrong password is
@@ -236,7 +179,9 @@ mod tests {
 
     #[test]
     fn a_bad_tcti_string_says_what_is_expected() {
-        let e = open("nosuchtcti:foo").err().unwrap();
-        assert!(e.contains("nosuchtcti"), "{e}");
+        let verdicts = test_hierarchy_auth("nosuchtcti:foo", std::path::Path::new("/nonexistent"), "", "").unwrap();
+        for (hierarchy, verdict) in verdicts {
+            assert!(matches!(&verdict, Verdict::Failed(e) if e.contains("nosuchtcti")), "{hierarchy}: {verdict:?}");
+        }
     }
 }

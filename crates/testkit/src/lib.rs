@@ -12,7 +12,7 @@ mod proxy;
 mod swtpm;
 
 pub use bus_tap::{BusTap, Direction, Exchange, SessionArea, TpmCommand};
-pub use process::{wait_for_path, ChildGuard};
+pub use process::{no_inherited_fds, wait_for_path, ChildGuard};
 pub use proxy::Tinyproxy;
 pub use swtpm::Swtpm;
 

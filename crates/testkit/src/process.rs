@@ -12,6 +12,7 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn spawn(mut command: Command) -> std::io::Result<Self> {
+        no_inherited_fds(&mut command);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             command.pre_exec(|| {
@@ -78,6 +79,27 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Keeps the child from inheriting descriptors beyond stdin, stdout and stderr. The TSS's TCTI
+/// libraries open their sockets without close-on-exec; a child spawned while another test's TPM
+/// connection is open would hold that connection, and swtpm, which serves one connection at a
+/// time, would wait on it for as long as the child lives.
+pub fn no_inherited_fds(command: &mut Command) -> &mut Command {
+    // SAFETY: only system calls, no allocation: async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            // close_range(3, ~0, CLOSE_RANGE_CLOEXEC): the descriptors close at exec, std's own
+            // exec-status pipe keeps working until then.
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) != 0 {
+                for fd in 3..4096 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            Ok(())
+        });
+    }
+    command
 }
 
 /// Waits until `path` exists, up to `timeout`; false if it never appeared.

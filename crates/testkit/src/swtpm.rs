@@ -71,7 +71,8 @@ impl Swtpm {
     /// Runs a tpm2-tools command (e.g. `tpm2("tpm2_getcap", &["handles-persistent"], dir)`)
     /// against this TPM, in `cwd`, and returns its output.
     pub fn tpm2(&self, tool: &str, args: &[&str], cwd: &Path) -> Output {
-        Command::new(tool)
+        let mut command = Command::new(tool);
+        crate::process::no_inherited_fds(&mut command)
             .args(args)
             .current_dir(cwd)
             .env("TPM2TOOLS_TCTI", self.tcti())

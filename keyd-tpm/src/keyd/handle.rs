@@ -141,7 +141,7 @@ impl Handles {
         let sr = serde_json::to_string(&sr).unwrap_or_default();
         let sig = self
             .tpm
-            .hmac(self.validation_key().await?, sr.clone().into_bytes())
+            .hmac_secret(self.validation_key().await?, sr.clone().into_bytes())
             .await?;
         let handle = format!("sr={}&sig={}", b64(sr.as_bytes()), b64(&sig));
         self.remember(&handle, &checked);
@@ -167,7 +167,7 @@ impl Handles {
             let parsed: Sr = serde_json::from_str(&sr).map_err(|_| KeydError::invalid_handle())?;
             let mac = self
                 .tpm
-                .hmac(self.validation_key().await?, sr.into_bytes())
+                .hmac_secret(self.validation_key().await?, sr.into_bytes())
                 .await?;
             if !same_bytes(&mac, &sig) {
                 log::info!("rejected a handle whose signature does not verify");

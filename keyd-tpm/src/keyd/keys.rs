@@ -100,10 +100,10 @@ impl Keys {
         })
     }
 
-    /// HMAC-SHA256(key `base`, `data`), computed by the TPM.
+    /// HMAC-SHA256(key `base`, `data`), computed by the TPM and encrypted on the bus.
     pub async fn derive(&self, base: &str, data: Vec<u8>) -> Result<Secret, KeydError> {
         let hmac = self.hmac_object(base).await?;
-        Ok(Zeroizing::new(self.tpm.hmac(hmac, data).await?))
+        Ok(Zeroizing::new(self.tpm.hmac_secret(hmac, data).await?))
     }
 
     /// The AES-256 key behind a handle, for one AEAD operation: unsealed from a key made for

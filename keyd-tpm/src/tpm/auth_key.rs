@@ -12,8 +12,9 @@ use tss_esapi::handles::AuthHandle;
 use tss_esapi::interface_types::resource_handles::Provision;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, Digest, MaxBuffer, Nonce, SymmetricDefinition, SymmetricDefinitionObject,
+    Data, Digest, MaxBuffer, Nonce, Private, SymmetricDefinition, SymmetricDefinitionObject,
 };
+use tss_esapi::traits::Marshall;
 
 use super::device::Device;
 use super::dps_blob::DpsBlob;
@@ -21,7 +22,8 @@ use super::error::{CommandError, Context as _, TpmError};
 use super::primaries::persistent;
 use super::sequence::SequenceKey;
 use super::store::{Slot, WrappedKey};
-use super::hierarchy_auth_error;
+use super::session::{object_name, Use};
+use super::{hierarchy_auth_bytes, hierarchy_auth_error};
 
 /// Data HMAC'd once to prove a freshly loaded key works before it replaces the old one.
 const PROOF_DATA: &[u8] = b"keyd-tpm: auth key self-test";
@@ -32,10 +34,42 @@ impl Device {
     pub fn import_auth_key(&mut self, blob: &[u8]) -> Result<(), TpmError> {
         let blob = DpsBlob::parse(blob)?;
         self.make_room()?;
-        let inner_key = self.activate_credential(&blob)?;
-        let private = self
+        let private = match self.bus.channel() {
+            Some(_) => self.import_on_channel(&blob)?,
+            None => self.import_on_context(&blob)?,
+        };
+        let key = WrappedKey { public: blob.public, private };
+        self.install(key)?;
+        log::info!("imported a new DPS auth key at {:#010x}", self.settings.auth_key_handle());
+        Ok(())
+    }
+
+    /// ActivateCredential, then Import with the credential it returns (the inner wrapper key),
+    /// on the session channel: the credential is encrypted in both directions.
+    fn import_on_channel(&mut self, blob: &DpsBlob) -> Result<Private, TpmError> {
+        let endorsement = hierarchy_auth_bytes(&self.settings.endorsement_auth);
+        let public = blob.public.marshall().map_err(|e| TpmError::Unexpected(format!("cannot marshal a public area: {e}")))?;
+        let ch = self.bus.channel().ok_or_else(|| TpmError::Unexpected("no session channel".into()))?;
+        let mut step = "";
+        let credential = ch
+            .activate_credential(&endorsement, blob.credential_blob.value(), blob.credential_secret.value(), &mut step)?
+            .map_err(|e| match step {
+                "TPM2_PolicySecret" => hierarchy_auth_error(e, "endorsement", "TPM2_PolicySecret"),
+                _ => rejected(step, e),
+            })?;
+        let private = ch
+            .import(&credential, &public, blob.duplicate.value(), blob.in_sym_seed.value(), true)?
+            .map_err(|e| rejected("TPM2_Import", e))?;
+        Private::try_from(private).during("TPM2B_PRIVATE")
+    }
+
+    fn import_on_context(&mut self, blob: &DpsBlob) -> Result<Private, TpmError> {
+        let inner_key = self.activate_credential(blob)?;
+        // The inner wrapper key is the first parameter: encrypted on the bus.
+        let session = self.bus.auth(&mut self.ctx, Use::Decrypt)?;
+        self
             .ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
+            .execute_with_session(Some(session), |c| {
                 c.import(
                     self.srk.into(),
                     Some(inner_key),
@@ -45,11 +79,7 @@ impl Device {
                     SymmetricDefinitionObject::AES_128_CFB,
                 )
             })
-            .map_err(|e| rejected("TPM2_Import", e))?;
-        let key = WrappedKey { public: blob.public, private };
-        self.install(key)?;
-        log::info!("imported a new DPS auth key at {:#010x}", self.settings.auth_key_handle());
-        Ok(())
+            .map_err(|e| rejected("TPM2_Import", e))
     }
 
     /// Puts the previously imported auth key back (and keeps the current one as previous).
@@ -122,8 +152,9 @@ impl Device {
 
     fn activate_with(&mut self, session: AuthSession, blob: &DpsBlob) -> Result<Data, TpmError> {
         let policy = PolicySession::try_from(session).during("policy session")?;
+        let endorsement = self.bus.auth(&mut self.ctx, Use::Auth)?;
         self.ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
+            .execute_with_session(Some(endorsement), |c| {
                 c.policy_secret(
                     policy,
                     AuthHandle::Endorsement,
@@ -135,9 +166,11 @@ impl Device {
             })
             .map_err(|e| hierarchy_auth_error(e, "endorsement", "TPM2_PolicySecret"))?;
         let (srk, ek) = (self.srk, self.ek);
+        // The credential (the inner wrapper key of the duplicate) is the response: encrypted.
+        let srk_session = self.bus.auth(&mut self.ctx, Use::Encrypt)?;
         let credential = self
             .ctx
-            .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |c| {
+            .execute_with_sessions((Some(srk_session), Some(session), None), |c| {
                 c.activate_credential(
                     srk,
                     ek,
@@ -189,7 +222,7 @@ impl Device {
         if let Some(old) = self.auth_key.take() {
             self.evict(old)?;
         }
-        if let Err(e) = self.persist(loaded) {
+        if let Err(e) = self.persist(loaded, key) {
             self.roll_back(current_known);
             return Err(e);
         }
@@ -216,9 +249,9 @@ impl Device {
             .store
             .read(Slot::Current)
             .and_then(|k| k.ok_or(TpmError::NoPreviousAuthKey))
-            .and_then(|k| self.load(&k))
-            .and_then(|h| {
-                let r = self.persist(h);
+            .and_then(|k| Ok((self.load(&k)?, k)))
+            .and_then(|(h, k)| {
+                let r = self.persist(h, &k);
                 let _ = self.ctx.flush_context(h.into());
                 r
             });
@@ -229,19 +262,47 @@ impl Device {
     }
 
     fn evict(&mut self, object: ObjectHandle) -> Result<(), TpmError> {
-        let handle = persistent(self.settings.auth_key_handle())?;
+        let raw = self.settings.auth_key_handle();
+        let owner_password = hierarchy_auth_bytes(&self.settings.owner_auth);
+        if let Some(ch) = self.bus.channel() {
+            let public = ch.read_public(raw)?.during("TPM2_ReadPublic")?;
+            ch.evict_control(&owner_password, raw, &object_name(&public), raw)?
+                .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (remove)"))?;
+            // The main context still has the object it knew at that handle: forget it there too.
+            let mut gone = object;
+            if let Err(e) = self.ctx.tr_close(&mut gone) {
+                log::debug!("closing the evicted auth key's handle: {}", super::error::describe(&e));
+            }
+            return Ok(());
+        }
+        let handle = persistent(raw)?;
+        let owner = self.bus.auth(&mut self.ctx, Use::Auth)?;
         self.ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
+            .execute_with_session(Some(owner), |c| {
                 c.evict_control(Provision::Owner, object, Persistent::Persistent(handle))
             })
             .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (remove)"))?;
         Ok(())
     }
 
-    fn persist(&mut self, loaded: KeyHandle) -> Result<(), TpmError> {
-        let handle = persistent(self.settings.auth_key_handle())?;
+    /// Persists `key`, which is `loaded` on the main context, at the auth key handle.
+    fn persist(&mut self, loaded: KeyHandle, key: &WrappedKey) -> Result<(), TpmError> {
+        let raw = self.settings.auth_key_handle();
+        let owner_password = hierarchy_auth_bytes(&self.settings.owner_auth);
+        if let Some(ch) = self.bus.channel() {
+            // With a resource manager the main context's objects are not this connection's.
+            let public = key.public_bytes()?;
+            let (object, name) = ch.load(aziot_tpm_common::SRK_HANDLE, &public, key.private.value())?.map_err(|e| rejected("TPM2_Load", e))?;
+            let persisted = ch
+                .evict_control(&owner_password, object, &name, raw)?
+                .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (persist)"));
+            let _ = ch.flush(object);
+            return persisted;
+        }
+        let handle = persistent(raw)?;
+        let owner = self.bus.auth(&mut self.ctx, Use::Auth)?;
         self.ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
+            .execute_with_session(Some(owner), |c| {
                 c.evict_control(Provision::Owner, loaded.into(), Persistent::Persistent(handle))
             })
             .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (persist)"))?;
@@ -265,7 +326,7 @@ impl Device {
             None => {
                 log::warn!("an auth key swap was interrupted after the old key was removed; installing the new one");
                 let loaded = self.load(&next)?;
-                let r = self.persist(loaded);
+                let r = self.persist(loaded, &next);
                 let _ = self.ctx.flush_context(loaded.into());
                 r?;
                 self.finish_swap()

@@ -88,17 +88,26 @@ impl Device {
         while !self.loaded.entries.is_empty() {
             self.flush_oldest();
         }
+        self.bus.make_room();
         Ok(())
     }
 }
 
 /// A key file that the TPM refuses to load was made by another TPM or SRK, or was altered.
 fn load_error(error: CommandError) -> TpmError {
-    use Tss2ResponseCodeKind as K;
-    match error.kind {
-        Some(K::Integrity | K::Size | K::Value | K::Attributes | K::Type | K::Failure | K::Binding | K::Key) => {
-            TpmError::InvalidKey(format!("the TPM cannot load this key object ({error}); it was made for another TPM or SRK, or it was altered"))
-        }
-        _ => TpmError::Command(error),
+    if refuses_blob(&error) {
+        TpmError::InvalidKey(format!("the TPM cannot load this key object ({error}); it was made for another TPM or SRK, or it was altered"))
+    } else {
+        TpmError::Command(error)
     }
+}
+
+/// Whether a failed TPM2_Load refused the blob itself (not made under this SRK, or altered),
+/// rather than failing for want of memory or a connection.
+pub(super) fn refuses_blob(error: &CommandError) -> bool {
+    use Tss2ResponseCodeKind as K;
+    matches!(
+        error.kind,
+        Some(K::Integrity | K::Size | K::Value | K::Attributes | K::Type | K::Failure | K::Binding | K::Key)
+    )
 }

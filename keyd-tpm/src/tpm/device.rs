@@ -15,7 +15,8 @@ use super::cache::LoadedObjects;
 use super::error::{Context as _, TpmError};
 use super::primaries::{self, Origin};
 use super::sequence::{HmacSequence, SequenceContext, SequenceKey};
-use super::store::AuthKeyStore;
+use super::session::BusSession;
+use super::store::{AuthKeyStore, Slot};
 use super::{hierarchy_auth_bytes, TpmSettings};
 
 /// EK and SRK as `TPM2B_PUBLIC` (size prefix included), the bytes DPS receives.
@@ -34,6 +35,8 @@ pub struct Device {
     pub(super) auth_key: Option<ObjectHandle>,
     pub(super) store: AuthKeyStore,
     pub(super) loaded: LoadedObjects,
+    /// The salted session secret-bearing and hierarchy-authorized commands run with.
+    pub(super) bus: BusSession,
     sequence: Option<SequenceContext>,
 }
 
@@ -50,10 +53,29 @@ impl Device {
     pub fn open(settings: TpmSettings) -> Result<Self, TpmError> {
         let (mut ctx, tcti) = open_context(&settings.tcti, &settings.endorsement_auth, &settings.owner_auth)?;
         flush_leftovers(&mut ctx)?;
+        let mut bus = BusSession::open(settings.parameter_encryption, &tcti);
+        // Creating a primary takes a hierarchy's authorization: on a fresh TPM, through a
+        // session salted to an ephemeral key, since the session key needs the SRK.
+        let fresh = !super::persistent_exists(&mut ctx, aziot_tpm_common::EK_HANDLE)?
+            || !super::persistent_exists(&mut ctx, aziot_tpm_common::SRK_HANDLE)?;
+        if fresh {
+            bus.bootstrap(&mut ctx)?;
+        }
         let (ek, ek_origin) =
-            primaries::ensure(&mut ctx, aziot_tpm_common::EK_HANDLE, Hierarchy::Endorsement, primaries::ek_template)?;
+            primaries::ensure(&mut ctx, &mut bus, &settings, aziot_tpm_common::EK_HANDLE, Hierarchy::Endorsement, primaries::ek_template)?;
         let (srk, srk_origin) =
-            primaries::ensure(&mut ctx, aziot_tpm_common::SRK_HANDLE, Hierarchy::Owner, primaries::srk_template)?;
+            primaries::ensure(&mut ctx, &mut bus, &settings, aziot_tpm_common::SRK_HANDLE, Hierarchy::Owner, primaries::srk_template)?;
+        let store = AuthKeyStore::open(&settings.state_dir)?;
+        if srk_origin == Origin::Created && store.exists(Slot::SessionKey) {
+            // The SRK that wrapped it is gone (a TPM clear): it can never load again.
+            log::warn!(
+                "the SRK had to be created anew (was the TPM cleared?); the session key {} belonged to the old one and is replaced",
+                store.path(Slot::SessionKey).display()
+            );
+            store.remove(Slot::SessionKey)?;
+        }
+        let (ek_public, srk_public) = (tpm2b_public(&mut ctx, ek)?, tpm2b_public(&mut ctx, srk)?);
+        bus.start(&mut ctx, srk, &ek_public, &srk_public, &store)?;
         log::info!(
             "TPM open on {tcti}: EK at {:#010x} ({}), SRK at {:#010x} ({})",
             aziot_tpm_common::EK_HANDLE,
@@ -61,8 +83,8 @@ impl Device {
             aziot_tpm_common::SRK_HANDLE,
             origin(srk_origin)
         );
-        let store = AuthKeyStore::open(&settings.state_dir)?;
         let mut device = Self {
+            bus,
             ctx,
             settings: TpmSettings { tcti, ..settings },
             ek,
@@ -147,9 +169,10 @@ impl Device {
             .ok_or_else(|| TpmError::Unexpected("an unsliced HMAC sequence stopped early".into()))
     }
 
-    /// A cheap round trip that tells whether the TPM still answers on this context.
+    /// A cheap round trip that tells whether the TPM still answers on this context and still
+    /// holds our session (a TPM reset or simulator restart loses it).
     pub fn is_alive(&mut self) -> bool {
-        self.ctx.get_capability(CapabilityType::Handles, aziot_tpm_common::EK_HANDLE, 1).is_ok()
+        self.bus.is_loaded(&mut self.ctx)
     }
 }
 

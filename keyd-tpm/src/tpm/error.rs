@@ -104,6 +104,10 @@ pub enum TpmError {
     #[error("{0}")]
     InvalidKey(String),
 
+    /// The stored session key does not load: the SRK is not the one that made it.
+    #[error("the session key {path} does not load under the SRK at 0x81000001 ({reason}): the TPM was cleared or replaced, the file was altered, or something between the CPU and the TPM answers in its place. keyd-tpm does not encrypt its secrets to a key it cannot check; if the TPM was cleared or replaced on purpose, remove {path} and start keyd-tpm again")]
+    SessionKey { path: PathBuf, reason: String },
+
     #[error("the TPM request queue is full; retry later")]
     Busy,
 

@@ -22,10 +22,10 @@ pub struct Inspection {
     pub info: TpmInfo,
 }
 
-/// Opens the TPM on `tcti` and reads the EK, SRK and [`TpmInfo`]. `owner_auth` is only used to
-/// read the EK certificate from NV.
-pub fn inspect(tcti: &str, auth_key_index: u32, owner_auth: &str) -> Result<Inspection, TpmError> {
-    let (mut ctx, tcti) = open_context(tcti, "", owner_auth)?;
+/// Opens the TPM on `tcti` and reads the EK, SRK and [`TpmInfo`]. No hierarchy password is
+/// used: EK certificates are read with their NV index's own authorization.
+pub fn inspect(tcti: &str, auth_key_index: u32) -> Result<Inspection, TpmError> {
+    let (mut ctx, tcti) = open_context(tcti, "", "")?;
     let endorsement_key = read_persistent(&mut ctx, aziot_tpm_common::EK_HANDLE)?;
     let storage_root_key = read_persistent(&mut ctx, aziot_tpm_common::SRK_HANDLE)?;
     let info = info::read(&mut ctx, aziot_tpm_common::AUTH_KEY_HANDLE_BASE + auth_key_index)?;

@@ -27,6 +27,8 @@ use super::device::Device;
 use super::error::{Context as _, TpmError};
 use super::keys::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, Secret};
 use super::sequence::SequenceKey;
+use super::session::{Answer, Channel, Use};
+use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 
 /// HMAC keys longer than SHA-256's block are replaced by their hash, exactly as HMAC itself
 /// does, so any length can be imported and still gives the same MACs.
@@ -148,9 +150,19 @@ impl Device {
             .map_err(|_| TpmError::InvalidKey("key material is too long for a TPM object".into()))?;
         let srk = self.srk;
         self.make_room()?;
+        // Key bytes are the first parameter (TPM2B_SENSITIVE_CREATE): encrypted on the bus.
+        if let (Some(ch), Some(_)) = (self.bus.channel(), &sensitive) {
+            let template = public.marshall().map_err(|e| TpmError::Unexpected(format!("cannot marshal a template: {e}")))?;
+            let (public, private) = ch.create(&template, data)?.during("TPM2_Create")?;
+            return Ok(KeyObject { kind, public, private });
+        }
+        let session = match sensitive {
+            Some(_) => self.bus.auth(&mut self.ctx, Use::Decrypt)?,
+            None => AuthSession::Password,
+        };
         let created = self
             .ctx
-            .execute_with_session(Some(AuthSession::Password), |c| c.create(srk, public, None, sensitive, None, None))
+            .execute_with_session(Some(session), |c| c.create(srk, public, None, sensitive, None, None))
             .during("TPM2_Create")?;
         Ok(KeyObject {
             kind,
@@ -192,7 +204,15 @@ impl Device {
                 )))
             }
             None => {
-                random = Zeroizing::new(self.ctx.get_random(32).during("TPM2_GetRandom")?.value().to_vec());
+                // The new AES key is the response: encrypted on the bus.
+                random = match self.bus.channel() {
+                    Some(ch) => ch.get_random(32)?.during("TPM2_GetRandom")?,
+                    None => {
+                        let session = self.bus.encrypt_only(&mut self.ctx)?;
+                        let bytes = self.ctx.execute_with_session(session, |c| c.get_random(32)).during("TPM2_GetRandom")?;
+                        Zeroizing::new(bytes.value().to_vec())
+                    }
+                };
                 &random[..]
             }
         };
@@ -250,27 +270,37 @@ impl Device {
             other => return Err(TpmError::InvalidKey(format!("unsupported private key type {other:?}"))),
         };
         // TPM2B_SENSITIVE { TPMT_SENSITIVE { type, authValue = empty, seedValue = empty, sensitive } }
-        let mut sensitive = Zeroizing::new(Vec::with_capacity(secret.len() + 10));
+        let mut sensitive = Zeroizing::new(Vec::with_capacity(secret.len() + 12));
+        sensitive.extend_from_slice(&((secret.len() + 8) as u16).to_be_bytes());
         sensitive.extend_from_slice(&sensitive_type.to_be_bytes());
         sensitive.extend_from_slice(&[0, 0, 0, 0]);
         sensitive.extend_from_slice(&(secret.len() as u16).to_be_bytes());
         sensitive.extend_from_slice(&secret);
-        let mut duplicate = Zeroizing::new((sensitive.len() as u16).to_be_bytes().to_vec());
-        duplicate.extend_from_slice(&sensitive);
-        let duplicate = Private::try_from(duplicate.to_vec()).during("TPM2B_SENSITIVE")?;
         let srk = self.srk;
         self.make_room()?;
+        // Parameter encryption covers only the first parameter, and the private key is the
+        // third: it travels under an inner wrapper whose key is the (encrypted) first one.
+        // Without a session that key would cross in clear beside it, so the key goes bare.
+        let public_bytes = public.marshall().map_err(|e| TpmError::Unexpected(format!("cannot marshal a public area: {e}")))?;
+        if let Some(ch) = self.bus.channel() {
+            let (key, wrapped) = inner_wrap(&public, &sensitive)?;
+            let private = ch.import(key.value(), &public_bytes, &wrapped, &[], true)?.during("TPM2_Import")?;
+            return Ok(KeyObject { kind, public: public_bytes, private });
+        }
+        let (session, inner_key, duplicate, wrapping) = if self.bus.enabled() {
+            let (key, wrapped) = inner_wrap(&public, &sensitive)?;
+            (self.bus.auth(&mut self.ctx, Use::Decrypt)?, Some(key), wrapped, SymmetricDefinitionObject::AES_128_CFB)
+        } else {
+            (AuthSession::Password, None, sensitive.to_vec(), SymmetricDefinitionObject::Null)
+        };
+        let duplicate = Private::try_from(duplicate).during("TPM2B_PRIVATE")?;
         let private = self
             .ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
-                c.import(srk.into(), None, public.clone(), duplicate, EncryptedSecret::default(), SymmetricDefinitionObject::Null)
+            .execute_with_session(Some(session), |c| {
+                c.import(srk.into(), inner_key, public.clone(), duplicate, EncryptedSecret::default(), wrapping)
             })
             .during("TPM2_Import")?;
-        Ok(KeyObject {
-            kind,
-            public: public.marshall().map_err(|e| TpmError::Unexpected(format!("cannot marshal a public area: {e}")))?,
-            private: private.value().to_vec(),
-        })
+        Ok(KeyObject { kind, public: public_bytes, private: private.value().to_vec() })
     }
 
     pub fn key_hmac(&mut self, key: &KeyObject, data: &[u8]) -> Result<Vec<u8>, TpmError> {
@@ -288,10 +318,36 @@ impl Device {
         })
     }
 
+    /// HMAC-SHA256 whose result is itself a secret (a derived key, a handle's MAC): the
+    /// response is encrypted on the bus. Data beyond one TPM buffer goes through the sequence
+    /// commands, which run without a session.
+    pub fn key_hmac_secret(&mut self, key: &KeyObject, data: &[u8]) -> Result<Vec<u8>, TpmError> {
+        if data.len() > MaxBuffer::MAX_SIZE {
+            return self.key_hmac(key, data);
+        }
+        expect_kind(key, ObjectKind::Hmac, "HMAC-SHA256")?;
+        if self.bus.channel().is_some() {
+            let mac = self.on_channel_loaded(key, "TPM2_HMAC", |ch, h, name| ch.hmac(h, name, data))?;
+            return Ok(mac.to_vec());
+        }
+        let buffer = MaxBuffer::try_from(data.to_vec()).during("TPM2B_MAX_BUFFER")?;
+        let session = self.bus.auth(&mut self.ctx, Use::Encrypt)?;
+        self.with_loaded(key, |ctx, handle| {
+            ctx.execute_with_session(Some(session), |c| c.hmac(handle.into(), buffer.clone(), HashingAlgorithm::Sha256))
+                .map(|d| d.value().to_vec())
+                .during("TPM2_HMAC")
+        })
+    }
+
     pub fn unseal(&mut self, key: &KeyObject) -> Result<Secret, TpmError> {
         expect_kind(key, ObjectKind::Sealed, "AEAD")?;
+        // The AES key is the response: encrypted on the bus.
+        if self.bus.channel().is_some() {
+            return self.on_channel_loaded(key, "TPM2_Unseal", |ch, h, name| ch.unseal(h, name));
+        }
+        let session = self.bus.auth(&mut self.ctx, Use::Encrypt)?;
         self.with_loaded(key, |ctx, handle| {
-            ctx.execute_with_session(Some(AuthSession::Password), |c| c.unseal(handle.into()))
+            ctx.execute_with_session(Some(session), |c| c.unseal(handle.into()))
                 .map(|d| Zeroizing::new(d.value().to_vec()))
                 .during("TPM2_Unseal")
         })
@@ -359,6 +415,52 @@ pub(super) fn sequence_key(key: &KeyObject) -> SequenceKey {
         public: key.public.clone(),
         private: key.private.clone(),
     }
+}
+
+impl Device {
+    /// Runs `op` on the session channel with `key` loaded there. The two connections share the
+    /// TPM's few object slots when there is no resource manager: if the TPM has none left, the
+    /// main context's cached objects are flushed and `op` runs once more.
+    fn on_channel_loaded<T>(
+        &mut self,
+        key: &KeyObject,
+        command: &'static str,
+        op: impl Fn(&mut Channel, u32, &[u8]) -> Answer<T>,
+    ) -> Result<T, TpmError> {
+        for attempt in 0..2 {
+            let ch = self.bus.channel().ok_or_else(|| TpmError::Unexpected("no session channel".into()))?;
+            match ch.with_loaded(&key.public, &key.private, &op)? {
+                Err(tss_esapi::Error::Tss2Error(rc)) if attempt == 0 && rc.kind() == Some(Tss2ResponseCodeKind::ObjectMemory) => {
+                    self.make_room()?;
+                }
+                other => return other.during(command),
+            }
+        }
+        Err(TpmError::Unexpected(format!("{command}: no object slot on the TPM")))
+    }
+}
+
+/// The inner duplication wrapper (TPM 2.0 Part 1, 23.3.2.3) of a marshalled TPM2B_SENSITIVE:
+/// integrity = SHA-256(sensitive || name), then AES-128-CFB with a fresh key and a zero IV
+/// over TPM2B_DIGEST(integrity) || sensitive. Returns the key and the wrapped bytes.
+fn inner_wrap(public: &Public, sensitive: &[u8]) -> Result<(Data, Vec<u8>), TpmError> {
+    let crypto = |e: openssl::error::ErrorStack| TpmError::Unexpected(format!("inner wrapper: {e}"));
+    let marshalled = public.marshall().map_err(|e| TpmError::Unexpected(format!("cannot marshal a public area: {e}")))?;
+    let mut name = 0x000bu16.to_be_bytes().to_vec();
+    name.extend_from_slice(&openssl::sha::sha256(&marshalled));
+    let mut hasher = openssl::sha::Sha256::new();
+    hasher.update(sensitive);
+    hasher.update(&name);
+    let integrity = hasher.finish();
+    let mut plain = Zeroizing::new(Vec::with_capacity(2 + integrity.len() + sensitive.len()));
+    plain.extend_from_slice(&(integrity.len() as u16).to_be_bytes());
+    plain.extend_from_slice(&integrity);
+    plain.extend_from_slice(sensitive);
+    let mut key = Zeroizing::new([0u8; 16]);
+    openssl::rand::rand_bytes(&mut key[..]).map_err(crypto)?;
+    let wrapped = openssl::symm::encrypt(openssl::symm::Cipher::aes_128_cfb128(), &key[..], Some(&[0u8; 16]), &plain)
+        .map_err(crypto)?;
+    Ok((Data::try_from(key.to_vec()).during("inner wrapper key")?, wrapped))
 }
 
 pub(super) fn expect_kind(key: &KeyObject, kind: ObjectKind, operation: &str) -> Result<(), TpmError> {

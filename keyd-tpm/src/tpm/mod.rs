@@ -13,6 +13,7 @@ mod keys;
 mod owner;
 mod primaries;
 mod sequence;
+mod session;
 mod store;
 
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub use inspect::{inspect, Inspection};
 pub use error::{decode_rc, CommandError, TpmError};
 pub use keys::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, Secret};
 pub use owner::{in_lane, Lane, TpmHandle};
+pub use session::{test_hierarchy_password, ParameterEncryption};
 
 /// Turns libtss2's own logging off unless `TSS2_LOG` is set: its default writes WARNING and
 /// ERROR lines to stderr for conditions we report ourselves (once, with the cause and the fix).
@@ -50,8 +52,11 @@ pub struct TpmSettings {
     pub auth_key_index: u32,
     pub endorsement_auth: Zeroizing<String>,
     pub owner_auth: Zeroizing<String>,
-    /// Where SRK-wrapped copies of imported auth keys are kept.
+    /// Where SRK-wrapped copies of imported auth keys (and the session key) are kept.
     pub state_dir: PathBuf,
+    /// Encrypted, salted sessions for every secret-bearing command and HMAC authorization for
+    /// the hierarchies (see `session`). The daemon always uses the default.
+    pub parameter_encryption: ParameterEncryption,
 }
 
 impl std::fmt::Debug for TpmSettings {
@@ -62,6 +67,7 @@ impl std::fmt::Debug for TpmSettings {
             .field("endorsement_auth", &redacted(&self.endorsement_auth))
             .field("owner_auth", &redacted(&self.owner_auth))
             .field("state_dir", &self.state_dir)
+            .field("parameter_encryption", &self.parameter_encryption)
             .finish()
     }
 }

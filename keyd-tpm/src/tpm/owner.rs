@@ -259,6 +259,16 @@ impl TpmHandle {
         self.call(move |d| d.key_hmac(&key, &data)).await
     }
 
+    /// HMAC-SHA256 whose result is itself a secret (a derived key, a handle's MAC), so the TPM
+    /// encrypts it on the bus. Data beyond one TPM buffer takes the sequence commands, which run
+    /// without a session (see `hmac`).
+    pub async fn hmac_secret(&self, key: Arc<KeyObject>, data: Vec<u8>) -> Result<Vec<u8>, TpmError> {
+        if data.len() > MaxBuffer::MAX_SIZE {
+            return self.hmac(key, data).await;
+        }
+        self.call(move |d| d.key_hmac_secret(&key, &data)).await
+    }
+
     /// The AES key of a `Sealed` object; zeroized when dropped.
     pub async fn unseal(&self, key: Arc<KeyObject>) -> Result<Secret, TpmError> {
         self.call(move |d| d.unseal(&key)).await

@@ -2,8 +2,9 @@
 //! TPM2_Import: public area plus the private area wrapped by the SRK. Nothing here is usable
 //! without this TPM. They exist so that the previous key can be restored after a failed
 //! registration, and so that a crash in the middle of swapping keys can be finished at start.
+//! The key that salts the daemon's encrypted sessions is kept the same way (`session-key`).
 //!
-//! Three slots: `current` (the key at the persistent handle), `previous` (the one before it) and
+//! Three auth key slots: `current` (the key at the persistent handle), `previous` (the one before it) and
 //! `next` (a proven key that is being swapped in). Every write is atomic: temp file, fsync,
 //! rename, fsync of the directory.
 
@@ -24,14 +25,17 @@ pub enum Slot {
     Current,
     Previous,
     Next,
+    /// The key that salts keyd-tpm's encrypted sessions (see `session`).
+    SessionKey,
 }
 
 impl Slot {
-    fn file_name(self) -> &'static str {
+    pub fn file_name(self) -> &'static str {
         match self {
             Slot::Current => "auth-key.current",
             Slot::Previous => "auth-key.previous",
             Slot::Next => "auth-key.next",
+            Slot::SessionKey => "session-key",
         }
     }
 }
@@ -98,7 +102,7 @@ impl AuthKeyStore {
         Ok(Self { dir: dir.to_owned() })
     }
 
-    fn path(&self, slot: Slot) -> PathBuf {
+    pub fn path(&self, slot: Slot) -> PathBuf {
         self.dir.join(slot.file_name())
     }
 

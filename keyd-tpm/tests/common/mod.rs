@@ -402,6 +402,19 @@ pub fn blob_for(daemon: &Daemon, hmac_key: &[u8]) -> Vec<u8> {
     dps_attestation::build_authentication_key(&ek, &srk, hmac_key).expect("build blob")
 }
 
+/// TPM owner settings for `tcti` with state in `state_dir`: auth key index 0x100, no hierarchy
+/// passwords, the daemon's parameter encryption.
+pub fn tpm_settings(tcti: String, state_dir: &Path) -> keyd_tpm::tpm::TpmSettings {
+    keyd_tpm::tpm::TpmSettings {
+        tcti,
+        auth_key_index: 0x100,
+        endorsement_auth: Default::default(),
+        owner_auth: Default::default(),
+        state_dir: state_dir.to_owned(),
+        parameter_encryption: Default::default(),
+    }
+}
+
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }

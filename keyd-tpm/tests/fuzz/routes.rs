@@ -38,6 +38,7 @@ impl InProcess {
             endorsement_auth: Default::default(),
             owner_auth: Default::default(),
             state_dir: dir.path().join("tpmd"),
+            parameter_encryption: Default::default(),
         })
         .expect("TPM owner");
         let config: KeydConfig = toml::from_str(&format!(

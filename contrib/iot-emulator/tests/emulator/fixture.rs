@@ -351,6 +351,7 @@ impl TpmDevice {
             endorsement_auth: Default::default(),
             owner_auth: Default::default(),
             state_dir: state.path().to_owned(),
+            parameter_encryption: Default::default(),
         };
         let handle = TpmHandle::start(settings).expect("open the TPM");
         let keys = handle.get_tpm_keys().await.expect("EK and SRK");
