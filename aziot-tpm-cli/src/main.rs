@@ -6,6 +6,7 @@ mod check;
 mod config;
 mod daemon;
 mod dps_service;
+mod ek_cert;
 mod enroll;
 mod exit;
 mod local;

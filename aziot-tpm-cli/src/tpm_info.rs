@@ -1,12 +1,13 @@
 //! `aziot-tpm tpm-info`: the EK, SRK and registration ID an enrollment needs, plus the TPM's
-//! maker, firmware, persistent handles and EK certificate; from keyd-tpm, or from the TPM itself
-//! when the daemon is not running.
+//! maker, firmware, persistent handles and EK certificates, each verified (`ek_cert`); from
+//! keyd-tpm, or from the TPM itself when the daemon is not running.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::ek_cert::{self, TrustArgs, Verification};
 use crate::exit::print_json;
 use crate::registration::{self, DpsRegistration};
 use crate::tpm_read::{self, missing_primary, Source, TpmArgs};
@@ -16,6 +17,8 @@ use crate::{Failure, Output};
 pub struct Args {
     #[command(flatten)]
     tpm: TpmArgs,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// The super-config whose registration_id counts when identityd's config has none yet.
     #[arg(long, value_name = "PATH", default_value = "/etc/aziot/config.toml")]
     super_config: PathBuf,
@@ -39,12 +42,19 @@ struct TpmInfo {
     /// From keyd-tpm's `/tpm_info` or the direct read; absent with upstream aziot-tpmd.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     details: Option<Map<String, Value>>,
+    /// Each EK certificate in NV verified against the trust bundle (`ek_trust_bundle`).
+    ek_certificate_checks: Vec<Verification>,
+    ek_trust_bundle: String,
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let reading = tpm_read::read(&args.tpm)?;
     let registration = registration::resolve(&args.super_config, reading.endorsement_key.as_deref());
+    let found = reading.details.as_ref().map(ek_cert::found_in).unwrap_or_default();
+    let bundle = ek_cert::Bundle::load(&args.trust.bundle);
     let info = TpmInfo {
+        ek_certificate_checks: ek_cert::verify_all(&found, reading.endorsement_key.as_deref(), &bundle),
+        ek_trust_bundle: bundle.describe(),
         provisioning_config: registration.provisioning_block(),
         registration,
         endorsement_key: reading.endorsement_key.as_deref().map(aziot_tpm_common::b64),
@@ -94,7 +104,17 @@ fn print_text(info: &TpmInfo) {
         println!("Persistent:       {}", if handles.is_empty() { "none".to_owned() } else { handles.join(" ") });
         let present = d.get("auth_key_present").and_then(|v| v.as_bool()).unwrap_or(false);
         println!("DPS auth key:     {} at {}", if present { "present" } else { "absent" }, text("auth_key_handle"));
-        println!("EK certificate:   {}", if d.contains_key("ek_certificate") { "present (see -o json)" } else { "none in NV" });
+        let checks: Vec<String> = info.ek_certificate_checks.iter().map(ek_cert::line).collect();
+        match checks.split_first() {
+            None => println!("EK certificate:   none in NV"),
+            Some((first, rest)) => {
+                println!("EK certificate:   {first}");
+                for more in rest {
+                    println!("                  {more}");
+                }
+                println!("Trust bundle:     {}", info.ek_trust_bundle);
+            }
+        }
     }
     println!("Read through:     {}", info.source);
     if let Some(block) = &info.provisioning_config {

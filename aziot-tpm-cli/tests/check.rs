@@ -26,10 +26,11 @@ fn a_provisioned_device_passes_every_check_in_text_json_and_json_stream() {
         "TPM checks\n----------\n",
         "\u{221a} TPM answers through the configured TCTI - OK\n",
         "\u{221a} TPM accepts the configured owner and endorsement passwords - OK\n",
+        "\u{221a} EK certificate verifies against the TPM makers' CAs and names the EK in use - OK\n",
         "\u{221a} DPS auth key is in the TPM of the provisioned device - OK\n",
         "\u{221a} assigned IoT Hub is reachable and accepts the device's credentials - OK\n",
         "\u{221a} host clock agrees with DPS and IoT Hub closely enough for SAS tokens - OK\n",
-        "14 check(s) succeeded.\n",
+        "15 check(s) succeeded.\n",
     ] {
         assert!(out.contains(line), "{line:?} missing:\n{out}");
     }
@@ -38,7 +39,7 @@ fn a_provisioned_device_passes_every_check_in_text_json_and_json_stream() {
     // -o json: aziotctl's document, every check ok (or ignored where it does not apply).
     let json = check(&device, &["-o", "json"]).expect(0).json();
     let checks = json["checks"].as_object().unwrap();
-    assert_eq!(checks.len(), 17, "{json}");
+    assert_eq!(checks.len(), 18, "{json}");
     for (id, c) in checks {
         let result = c["result"]["result"].as_str().unwrap();
         let expected = match id.as_str() {
@@ -78,7 +79,7 @@ fn a_provisioned_device_passes_every_check_in_text_json_and_json_stream() {
         .map(|v| v["name"].as_str().unwrap())
         .collect();
     assert_eq!(sections, ["Configuration checks", "TPM checks", "Connectivity checks"]);
-    assert_eq!(values.iter().filter(|v| v["kind"] == "check").count(), 17);
+    assert_eq!(values.iter().filter(|v| v["kind"] == "check").count(), 18);
     let tcti = values.iter().find(|v| v["id"] == "tpm-tcti-opens").unwrap();
     assert_eq!(tcti["description"], "TPM answers through the configured TCTI");
     assert_eq!(tcti["result"], serde_json::json!({"result": "ok"}));
@@ -212,7 +213,7 @@ fn check_fails_when_the_tpm_is_unreachable_and_reads_it_directly_without_keyd_tp
         "{details}"
     );
     assert!(details.contains("keyd-tpm reports"), "{details}");
-    for dependent in ["tpm-ek-srk", "tpm-auth-key", "tpm-hierarchy-auth"] {
+    for dependent in ["tpm-ek-srk", "tpm-ek-certificate", "tpm-auth-key", "tpm-hierarchy-auth"] {
         assert_eq!(result_of(&json, dependent), "skipped", "{dependent}");
     }
 
@@ -232,6 +233,10 @@ fn check_fails_when_the_tpm_is_unreachable_and_reads_it_directly_without_keyd_tp
         "ok",
         "keyd-tpm persisted them before it stopped"
     );
+    // A plain swtpm has no EK certificate: a warning that says so.
+    let ek_cert = &json["checks"]["tpm-ek-certificate"];
+    assert_eq!(result_of(&json, "tpm-ek-certificate"), "warning", "{ek_cert}");
+    assert!(ek_cert["result"]["details"][0].as_str().unwrap().contains("no EK certificate in NV"), "{ek_cert}");
     assert_eq!(result_of(&json, "tpm-hierarchy-auth"), "ok");
 }
 
@@ -366,6 +371,7 @@ fn the_check_list_names_every_check() {
             "tpm-device-node",
             "tpm-tcti-opens",
             "tpm-ek-srk",
+            "tpm-ek-certificate",
             "tpm-auth-key",
             "tpm-hierarchy-auth"
         ]

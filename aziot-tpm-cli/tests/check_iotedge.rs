@@ -176,7 +176,7 @@ fn iotedge_sees_our_tpm_checks_and_the_assigned_hub_through_the_aziotctl_wrapper
     );
     assert_eq!(json["additional_info"]["iothub_hostname"], hub.as_str());
     let list: serde_json::Value = serde_json::from_slice(&run(&["check-list", "-o", "json"]).stdout).unwrap();
-    assert!(list["TPM checks"].as_array().is_some_and(|a| a.len() == 5), "{list}");
+    assert!(list["TPM checks"].as_array().is_some_and(|a| a.len() == 6), "{list}");
     assert_eq!(list["Configuration checks"][0]["id"], "certd-config-well-formed");
 
     // Every other command goes to upstream unchanged, exit code included.

@@ -34,6 +34,8 @@ pub struct Options {
     pub tpm_user: String,
     /// `--proxy-uri`: the HTTPS proxy to test and connect through.
     pub proxy_uri: Option<String>,
+    /// The TPM makers' CA certificates EK certificates are verified against.
+    pub ek_trust_bundle: PathBuf,
 }
 
 /// A daemon's config as loading it went.

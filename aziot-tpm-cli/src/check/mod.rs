@@ -12,6 +12,7 @@ mod config;
 mod context;
 mod daemons;
 mod device_node;
+mod ek_certificate;
 mod host_info;
 mod outcome;
 mod provisioned;
@@ -88,6 +89,9 @@ pub struct Args {
     #[arg(long, value_name = "USER", default_value = "aziotks")]
     pub tpm_user: String,
 
+    #[command(flatten)]
+    pub ek_trust: crate::ek_cert::TrustArgs,
+
     /// List the checks (ID, section, description) instead of running them.
     #[arg(long)]
     pub list: bool,
@@ -100,6 +104,7 @@ impl Args {
             super_config: self.super_config.clone(),
             proxy_uri: self.proxy_uri.clone(),
             tpm_user: self.tpm_user.clone(),
+            ek_trust_bundle: self.ek_trust.bundle.clone(),
         }
     }
 }
@@ -118,6 +123,7 @@ enum Id {
     TpmDeviceNode,
     TpmTctiOpens,
     TpmEkSrk,
+    TpmEkCertificate,
     TpmAuthKey,
     TpmHierarchyAuth,
     HttpsProxy,
@@ -148,6 +154,7 @@ const SECTIONS: &[(&str, &[Id])] = &[
             Id::TpmDeviceNode,
             Id::TpmTctiOpens,
             Id::TpmEkSrk,
+            Id::TpmEkCertificate,
             Id::TpmAuthKey,
             Id::TpmHierarchyAuth,
         ],
@@ -184,6 +191,10 @@ impl Id {
                 "tpm-ek-srk",
                 "EK and SRK are persisted and the EK is the one the device registered with",
             ),
+            Id::TpmEkCertificate => (
+                "tpm-ek-certificate",
+                "EK certificate verifies against the TPM makers' CAs and names the EK in use",
+            ),
             Id::TpmAuthKey => ("tpm-auth-key", "DPS auth key is in the TPM of the provisioned device"),
             Id::TpmHierarchyAuth => (
                 "tpm-hierarchy-auth",
@@ -215,7 +226,7 @@ impl Id {
 
     async fn run(self, ctx: &mut Context) -> CheckOutput {
         // Checks that read the TPM get its facts even if tpm-tcti-opens was not run.
-        if matches!(self, Id::TpmEkSrk | Id::TpmAuthKey | Id::TpmHierarchyAuth) && ctx.tpm.is_none() {
+        if matches!(self, Id::TpmEkSrk | Id::TpmEkCertificate | Id::TpmAuthKey | Id::TpmHierarchyAuth) && ctx.tpm.is_none() {
             tpm::tcti_opens(ctx).await;
         }
         match self {
@@ -230,6 +241,7 @@ impl Id {
             Id::TpmDeviceNode => tpm::device_node(ctx),
             Id::TpmTctiOpens => tpm::tcti_opens(ctx).await,
             Id::TpmEkSrk => tpm::ek_srk(ctx),
+            Id::TpmEkCertificate => ek_certificate::check(ctx),
             Id::TpmAuthKey => tpm::auth_key(ctx),
             Id::TpmHierarchyAuth => tpm::hierarchy_auth(ctx).await,
             Id::HttpsProxy => proxy::answers(ctx).await,

@@ -143,6 +143,7 @@ fn facts_from_daemon(ek: &[u8], srk: &[u8], info: &serde_json::Value) -> TpmFact
         persistent: tpm_direct::parse_handles(handles.iter().filter_map(|h| h.as_str())),
         ek: Some(ek.to_vec()),
         srk: Some(srk.to_vec()),
+        ek_certificates: info.as_object().map(crate::ek_cert::found_in).unwrap_or_default(),
     }
 }
 

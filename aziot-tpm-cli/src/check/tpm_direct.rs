@@ -35,6 +35,8 @@ pub struct TpmFacts {
     /// EK and SRK as marshalled `TPM2B_PUBLIC` (size prefix included), if persisted.
     pub ek: Option<Vec<u8>>,
     pub srk: Option<Vec<u8>>,
+    /// The EK certificates in NV.
+    pub ek_certificates: Vec<crate::ek_cert::Found>,
 }
 
 /// The TCTI string keyd-tpm actually uses: a bare `device` means the resource manager.
@@ -94,6 +96,15 @@ pub fn read_facts(tcti: &str, auth_key_index: u32) -> Result<TpmFacts, String> {
         persistent: parse_handles(found.info.persistent_handles.iter().map(String::as_str)),
         ek: found.endorsement_key,
         srk: found.storage_root_key,
+        ek_certificates: found
+            .info
+            .ek_certificates
+            .iter()
+            .filter_map(|c| {
+                let der = aziot_tpm_common::from_b64(&c.certificate).ok()?;
+                Some(crate::ek_cert::Found { nv_index: c.nv_index.clone(), key: c.key.to_owned(), der })
+            })
+            .collect(),
     })
 }
 

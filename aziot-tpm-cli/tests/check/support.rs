@@ -30,13 +30,17 @@ pub fn config_env(device: &Device) -> Vec<(&'static str, String)> {
         ("AZIOT_CERTD_CONFIG", device.path("certd.toml").display().to_string()),
         ("AZIOT_CERTD_CONFIG_DIR", none),
         ("NO_COLOR", "1".into()),
+        ("AZIOT_TPM_EK_TRUST_BUNDLE", device.path("ek-ca.pem").display().to_string()),
     ]
 }
 
-/// swtpm, keyd-tpm, the emulator and identityd-dps, the TPM enrolled with `aziot-tpm enroll`,
-/// and the device provisioned (identityd's `device_info` written).
+/// swtpm (with EK certificates), keyd-tpm, the emulator and identityd-dps, the TPM enrolled with
+/// `aziot-tpm enroll`, and the device provisioned (identityd's `device_info` written).
 pub fn provisioned_device() -> Device {
-    let mut device = Device::with_tpm();
+    // A TPM as its maker ships it, with EK certificates, and their CA as the trust bundle.
+    let ca = testkit::LocalCa::new();
+    let mut device = Device::with_manufactured_tpm(&ca, testkit::CertDates::Current);
+    std::fs::copy(ca.trust_bundle(), device.path("ek-ca.pem")).unwrap();
     device.start_keyd();
     device.start_emulator();
     device.start_identityd(None);

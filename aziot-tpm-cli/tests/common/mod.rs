@@ -50,6 +50,15 @@ impl Device {
         device
     }
 
+    /// A swtpm as its maker ships it (EKs persisted, certificates from `ca` in NV, see
+    /// `testkit::LocalCa`), and the tpmd config pointing at it.
+    pub fn with_manufactured_tpm(ca: &testkit::LocalCa, dates: testkit::CertDates) -> Device {
+        let mut device = Device::nothing();
+        device.tpm = Some(Swtpm::start_manufactured(ca, dates));
+        device.write_tpmd_config(&device.tpm().tcti());
+        device
+    }
+
     pub fn tpm(&self) -> &Swtpm {
         self.tpm.as_ref().expect("started with_tpm")
     }
@@ -230,6 +239,7 @@ impl Device {
             .env_remove("AZIOT_IDENTITYD_HOMEDIR")
             .env_remove("AZIOT_DPS_CONNECTION_STRING")
             .env_remove("SSL_CERT_FILE")
+            .env_remove("AZIOT_TPM_EK_TRUST_BUNDLE")
             .env_remove("https_proxy")
             .env_remove("HTTPS_PROXY")
             .env_remove("TSS2_LOG");

@@ -3,6 +3,7 @@
 //! get SIGKILL from the kernel if the test process itself dies (PR_SET_PDEATHSIG).
 
 mod bus_tap;
+mod ek_ca;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod emulator;
@@ -12,6 +13,7 @@ mod proxy;
 mod swtpm;
 
 pub use bus_tap::{BusTap, Direction, Exchange, SessionArea, TpmCommand};
+pub use ek_ca::{CertDates, LocalCa};
 pub use process::{no_inherited_fds, wait_for_path, ChildGuard};
 pub use proxy::Tinyproxy;
 pub use swtpm::Swtpm;

@@ -3,6 +3,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ek_ca::{CertDates, LocalCa};
 use crate::process::ChildGuard;
 
 /// An isolated swtpm (TPM 2.0 simulator) for one test: its own state dir, its own port pair,
@@ -17,10 +18,25 @@ pub struct Swtpm {
 impl Swtpm {
     /// Starts a swtpm on a fresh state dir and free ports; panics with swtpm's error if it cannot.
     pub fn start() -> Self {
-        let state = tempfile::Builder::new()
+        Self::start_in(Self::state_dir_new())
+    }
+
+    /// Starts a swtpm manufactured by `ca` (see [`LocalCa::manufacture`]): RSA and ECC EKs
+    /// persisted, their certificates in NV, valid as `dates` says.
+    pub fn start_manufactured(ca: &LocalCa, dates: CertDates) -> Self {
+        let state = Self::state_dir_new();
+        ca.manufacture(state.path(), dates);
+        Self::start_in(state)
+    }
+
+    fn state_dir_new() -> tempfile::TempDir {
+        tempfile::Builder::new()
             .prefix("swtpm-")
             .tempdir()
-            .expect("create swtpm state dir");
+            .expect("create swtpm state dir")
+    }
+
+    fn start_in(state: tempfile::TempDir) -> Self {
         let mut last_error = String::new();
         for _ in 0..20 {
             let port = crate::free_port_pair();
