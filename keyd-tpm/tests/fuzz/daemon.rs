@@ -18,7 +18,7 @@ use super::routes::victims;
 use super::witness::{auth_key_lost, Witness};
 
 /// A complete request not answered by then is a hang (generous: other tests share the CPU).
-const ANSWER: Duration = Duration::from_secs(15);
+const ANSWER: Duration = Duration::from_secs(30);
 /// How long to wait on a request sent incomplete on purpose before giving up on it.
 const INCOMPLETE: Duration = Duration::from_millis(150);
 /// A liveness probe every this many cases.

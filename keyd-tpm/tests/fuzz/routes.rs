@@ -1,7 +1,6 @@
 //! The Keys Service and TPM Service routes called in-process on a real swtpm, past the HTTP
 //! layer: routing, every route's JSON, ids, handles and DPS blobs, as fast as the TPM allows.
 
-use std::time::Duration;
 
 use aziot_http::{Bytes, Method, Request, Service};
 use keyd_tpm::keyd::{KeyService, KeydConfig};
@@ -90,7 +89,7 @@ impl InProcess {
         let req = request(spec, versions)?;
         let answer = self
             .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(10), svc.handle(req)).await });
+            .block_on(async { tokio::time::timeout(testkit::fuzz::HANG_LIMIT, svc.handle(req)).await });
         Some(match answer {
             Ok(r) => (r.status().as_u16(), r.body().to_vec()),
             Err(_) => (0, Vec::new()),
@@ -125,7 +124,7 @@ pub fn request(spec: &Spec, versions: &[&str]) -> Option<Request> {
 fn verdict(answer: Option<(u16, Vec<u8>)>) -> Result<(), TestCaseError> {
     let Some((status, body)) = answer else { return Ok(()) };
     if status == 0 {
-        return Err(TestCaseError::fail("no answer within 10 s"));
+        return Err(TestCaseError::fail(format!("no answer within {:?}", testkit::fuzz::HANG_LIMIT)));
     }
     judge(status, &body).map_err(|p| {
         TestCaseError::fail(format!("{p:?}: {status} {}", String::from_utf8_lossy(&body)))
