@@ -33,7 +33,7 @@ impl Sandbox {
 
     pub fn new() -> Sandbox {
         let dir = tempfile::Builder::new().prefix("aziot-sandbox-").tempdir().expect("temp dir");
-        for d in ["etc-up", "etc-work", "var-up", "var-work", "usr-up", "usr-work", "bin"] {
+        for d in ["etc-up", "var-up", "usr-up", "bin"] {
             std::fs::create_dir_all(dir.path().join(d)).expect("sandbox dirs");
         }
         let sandbox = Sandbox {
@@ -127,20 +127,29 @@ ln -sf /usr/bin/aziot-tpm /usr/bin/aziotctl
             .map(|d| format!("mount --bind '{}' /run/aziot\n", d.display()))
             .unwrap_or_default();
         let s = self.dir.path().display();
+        // The overlays' upper dirs live on a tmpfs inside the namespace (an overlay cannot have
+        // its upper dir on another overlay, as in a container), and are copied into the sandbox
+        // dir when the script ends, for the test to read.
         let preamble = format!(
             "set -e\n\
-             mount -t overlay overlay -o lowerdir=/etc,upperdir={s}/etc-up,workdir={s}/etc-work /etc\n\
-             mount -t overlay overlay -o lowerdir=/var/lib,upperdir={s}/var-up,workdir={s}/var-work /var/lib\n\
-             mount -t overlay overlay -o lowerdir=/usr/bin,upperdir={s}/usr-up,workdir={s}/usr-work /usr/bin\n\
+             mkdir -p {s}/mnt && mount -t tmpfs tmpfs {s}/mnt\n\
+             for d in etc var usr; do mkdir -p {s}/mnt/$d-up {s}/mnt/$d-work; done\n\
+             mount -t overlay overlay -o lowerdir=/etc,upperdir={s}/mnt/etc-up,workdir={s}/mnt/etc-work /etc\n\
+             mount -t overlay overlay -o lowerdir=/var/lib,upperdir={s}/mnt/var-up,workdir={s}/mnt/var-work /var/lib\n\
+             mount -t overlay overlay -o lowerdir=/usr/bin,upperdir={s}/mnt/usr-up,workdir={s}/mnt/usr-work /usr/bin\n\
+             for d in etc var usr; do cp -a {s}/$d-up/. {s}/mnt/$d-up/; done\n\
              mount -t tmpfs tmpfs /run\n\
              mkdir -p /run/aziot\n{bind_run}{users}\
              for svc in keyd certd identityd tpmd; do mkdir -p /etc/aziot/$svc/config.d /var/lib/aziot/$svc; done\n\
              export PATH={s}/bin:$PATH\n\
              set +e\n"
         );
+        let script = format!(
+            "{preamble}( {script}\n)\nstatus=$?\nfor d in etc var usr; do cp -a {s}/mnt/$d-up/. {s}/$d-up/; done\nexit $status\n"
+        );
         Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(format!("{preamble}{script}"))
+            .arg(script)
             .env_remove("https_proxy")
             .output()
             .expect("run unshare (root is needed for a mount namespace)")
