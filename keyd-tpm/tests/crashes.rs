@@ -13,33 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{blob_for, hmac_sha256, Daemon};
+use testkit::crash::{rounds, Delays};
 use testkit::Swtpm;
-
-fn rounds() -> usize {
-    std::env::var("CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30)
-}
-
-/// A pseudo-random delay in `0..max_ms` ms (xorshift seeded from the clock; printed on failure).
-struct Delays(u64);
-
-impl Delays {
-    fn new() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            | 1;
-        eprintln!("crash delays seeded with {seed}");
-        Self(seed)
-    }
-
-    fn next(&mut self, max_ms: u64) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        Duration::from_micros(self.0 % (max_ms * 1000))
-    }
-}
 
 /// What the TPM holds besides persistent objects: transient objects, loaded and saved sessions.
 fn leftovers(tpm: &Swtpm, cwd: &std::path::Path) -> String {
@@ -81,7 +56,7 @@ fn kill_during_auth_key_import_keeps_old_or_new_key_and_leaks_nothing() {
                 let _ = testkit::http::json(&socket, "POST", &format!("/import_auth_key?{}", common::API), &body);
             }
         });
-        std::thread::sleep(delays.next(60));
+        std::thread::sleep(delays.next(Duration::from_millis(60)));
         daemon.kill();
         stop.store(true, Ordering::Relaxed);
         thread.join().unwrap();
@@ -136,7 +111,7 @@ fn kill_during_key_create_import_move_delete_loses_no_answered_key() {
         let socket = daemon.keyd_socket();
         let (p, n) = (promised.clone(), counter.clone());
         let (stop, thread) = busy(move || churn(&socket, &p, &n));
-        std::thread::sleep(delays.next(150));
+        std::thread::sleep(delays.next(Duration::from_millis(150)));
         daemon.kill();
         stop.store(true, Ordering::Relaxed);
         thread.join().unwrap();

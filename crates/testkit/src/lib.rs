@@ -7,6 +7,7 @@ mod ek_ca;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod emulator;
+pub mod crash;
 pub mod http;
 mod process;
 mod proxy;

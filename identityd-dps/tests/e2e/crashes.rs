@@ -7,31 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use testkit::crash::{rounds, Delays};
+
 use crate::fixture::{Env, Options};
-
-fn rounds() -> usize {
-    std::env::var("CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30)
-}
-
-/// Milliseconds in 0..max, spread by a seeded xorshift (the seed is printed to replay a failure).
-struct Delays(u64);
-
-impl Delays {
-    fn new() -> Self {
-        let seed = std::env::var("CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-        }) | 1;
-        eprintln!("crash delays: CRASH_SEED={seed}");
-        Self(seed)
-    }
-
-    fn next(&mut self, max_ms: u64) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        Duration::from_millis(self.0 % max_ms)
-    }
-}
 
 #[test]
 fn kill_during_registration_always_ends_provisioned_after_a_restart() {
@@ -44,7 +22,7 @@ fn kill_during_registration_always_ends_provisioned_after_a_restart() {
             let r = env.identityd("POST", "/identities/device/reprovision", Some(json!({"type": "aziot"})));
             assert!(matches!(r.status, 200 | 204 | 503), "round {round}: {} {}", r.status, String::from_utf8_lossy(&r.body));
         }
-        std::thread::sleep(delays.next(1500));
+        std::thread::sleep(delays.next(Duration::from_millis(1500)));
         env.kill_identityd();
         env.start_identityd();
         let device = env.wait_provisioned(Duration::from_secs(90));
