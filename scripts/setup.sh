@@ -10,7 +10,7 @@ packages=(
   tpm2-tools                           # tests: an independent TPM client to cross-check ours
   curl ca-certificates                 # demo: talk to the daemons' sockets
   tinyproxy                            # tests: a real HTTPS (CONNECT) proxy on loopback
-  faketime                             # tests: swtpm's EK certificates issued in the past (expired)
+  faketime                             # tests: swtpm's EK certificates issued in the past (expired); a host clock hours off (check)
 )
 packages+=("$@")                       # what a caller needs besides (scripts/package.sh: packaging tools)
 

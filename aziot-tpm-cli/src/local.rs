@@ -13,7 +13,7 @@ use crate::tpm_read::DEFAULT_TPMD_SOCKET;
 pub const DEFAULT_IDENTITYD_SOCKET: &str = "/run/aziot/identityd.sock";
 pub const DEFAULT_IDENTITYD_HOMEDIR: &str = "/var/lib/aziot/identityd";
 
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct LocalArgs {
     /// The Identity Service socket [default: [endpoints] aziot_identityd of the identityd config,
     /// else /run/aziot/identityd.sock].

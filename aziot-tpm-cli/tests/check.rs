@@ -160,6 +160,37 @@ fn check_judges_what_identityd_does_now_not_what_an_earlier_registration_left() 
 }
 
 #[test]
+fn a_clock_hours_off_is_named_as_the_cause_before_the_trust_bundle() {
+    let device = provisioned_device();
+    // libfaketime (scripts/setup.sh installs it): this check's clock two days behind, so the
+    // emulator's certificates are not yet valid to it.
+    let lib = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime (apt-get install faketime; scripts/setup.sh installs it)");
+    let env = support::config_env(&device);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let lib = lib.display().to_string();
+    env.extend([("LD_PRELOAD", lib.as_str()), ("FAKETIME", "-2d"), ("DONT_FAKE_MONOTONIC", "1")]);
+    let super_config = device.path("config.toml").display().to_string();
+    let run = device.cli_with(&["check", "--super-config", &super_config, "-o", "json"], &env);
+    let json = run.expect(1).json();
+    let details = |id: &str| json["checks"][id]["result"]["details"].to_string();
+    assert_eq!(result_of(&json, "dps-endpoint-tls"), "error", "{run:?}");
+    let dps = details("dps-endpoint-tls");
+    let (clock, bundle) = (dps.find("synchronize the clock first"), dps.find("trust_bundle"));
+    assert!(clock.is_some() && clock < bundle, "the clock first: {dps}");
+    assert_eq!(result_of(&json, "clock-skew"), "error", "not skipped: {run:?}");
+    let skew = details("clock-skew");
+    assert!(skew.contains("clock (") && skew.contains("is probably far off"), "{skew}");
+    // Times as dates, not raw Unix seconds.
+    let longest_number = skew.split(|c: char| !c.is_ascii_digit()).map(str::len).max().unwrap_or(0);
+    assert!(longest_number < 9, "{skew}");
+}
+
+#[test]
 fn check_fails_when_the_provisioned_device_lost_its_auth_key() {
     let device = provisioned_device();
     // The key DPS delivered disappears from the TPM (cleared, or evicted by hand).

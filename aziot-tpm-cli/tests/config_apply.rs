@@ -41,6 +41,17 @@ impl Root {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc/aziot")).unwrap();
         std::fs::write(dir.path().join("etc/aziot/config.toml"), super_config).unwrap();
+        // The files the fixtures name, which config apply checks before it writes anything.
+        for (file, content) in [
+            ("etc/aziot/emulator-ca.pem", "-----BEGIN CERTIFICATE-----\n"),
+            ("etc/aziot/dps-payload.json", "{}"),
+            ("etc/aziot/payload.json", "{}"),
+            ("var/secrets/bootstrap.key", "key"),
+        ] {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
         Root { dir }
     }
 
@@ -404,6 +415,32 @@ fn each_invalid_field_is_named_with_what_was_found_and_what_is_accepted() {
 }
 
 #[test]
+fn the_templates_placeholder_and_missing_files_are_refused_before_anything_is_written() {
+    let placeholder = DPS_TPM.replace("id_scope = \"0ab1234C5D6\"", "id_scope = \"<ID scope of your DPS instance, e.g. 0ne00000001>\"");
+    let root = Root::with(&placeholder);
+    let out = root.apply("current", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`provisioning.id_scope` = \"<ID scope") && stderr(&out).contains("the template's placeholder"), "{}", stderr(&out));
+    assert!(!root.written("identityd").exists(), "nothing written");
+
+    for (extra, key, words) in [
+        ("\n[cloud]\ntrust_bundle = \"/etc/aziot/no-such-ca.pem\"\n", "`cloud.trust_bundle`", "cannot be read"),
+        ("\n[cloud]\ntrust_bundle = \"/etc/aziot/payload.json\"\n", "`cloud.trust_bundle`", "holds no PEM certificate"),
+    ] {
+        let root = Root::with(&format!("{DPS_TPM}{extra}"));
+        let out = root.apply("current", &[]);
+        assert_eq!(out.status.code(), Some(2), "{extra}: {}", stderr(&out));
+        assert!(stderr(&out).contains(key) && stderr(&out).contains(words), "{extra}: {}", stderr(&out));
+        assert!(!root.written("keyd").exists(), "{extra}: nothing written");
+    }
+    let payload = DPS_TPM.replace("id_scope = \"0ab1234C5D6\"", "id_scope = \"0ab1234C5D6\"\npayload = { uri = \"file:///etc/aziot/gone.json\" }");
+    let root = Root::with(&payload);
+    let out = root.apply("current", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`provisioning.payload.uri` = \"file:///etc/aziot/gone.json\" cannot be read"), "{}", stderr(&out));
+}
+
+#[test]
 fn bad_toml_shows_line_and_column() {
     let root = Root::with("hostname = \"x\"\n\n[provisioning\nsource = \"dps\"\n");
     let out = root.apply("current", &[]);
@@ -566,8 +603,10 @@ fn restart_stops_the_services_then_starts_the_sockets_and_identityd_with_timings
         "start aziot-certd.socket",
         "start aziot-tpmd.socket",
         "start aziot-identityd.service",
+        "start aziot-keyd.service",
     ];
-    let calls: Vec<&str> = log.lines().collect();
+    // The start and stop steps; `show` calls ask how each daemon came up.
+    let calls: Vec<&str> = log.lines().filter(|l| !l.starts_with("show ")).collect();
     assert_eq!(calls, expected.map(|s| format!("--no-ask-password {s}")));
     assert_eq!(report["restart"]["performed"], true);
     let units = report["restart"]["units"].as_array().unwrap();

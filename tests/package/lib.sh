@@ -128,12 +128,12 @@ suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 
 # base_chroot DEB ARCH: sets base to a minimal Debian of the host's release for ARCH with the
 # package's dependencies (first of each alternative), systemd for the units and their checks and
-# swtpm as a TPM, made once with debootstrap and cached under target/package-test (rebuilt when
+# swtpm as a TPM, jq for docs/install.md's commands, made once with debootstrap and cached under target/package-test (rebuilt when
 # that list changes). A foreign ARCH is bootstrapped in two stages, the second one run under
 # qemu-user (binfmt_misc must be set up for it). Reports a failure and exits if it cannot.
 base_chroot() {
   local deb=$1 arch=$2 include mirror foreign=()
-  include=$( { echo systemd; echo swtpm; dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/ //g'; } \
+  include=$( { echo systemd; echo swtpm; echo jq; dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/ //g'; } \
     | grep . | sort -u | paste -sd, -)
   base="$root/target/package-test/base-$suite"
   if [ "$arch" != "$(dpkg --print-architecture)" ]; then

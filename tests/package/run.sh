@@ -357,6 +357,10 @@ r=$(new_chroot boot-beside)
 check "the stand-in, then aziot-tpm, install" in_root "$r" dpkg -i /tmp/aziot-identity-service.deb /tmp/aziot-tpm.deb
 booted_checks "$r" /lib/systemd/system
 
+# What an admin meets when something is wrong (purge, config apply, failing daemons).
+# shellcheck source=/dev/null
+. "$here/admin.sh"
+
 echo "# package tests took ${SECONDS}s"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -47,7 +47,12 @@ async fn timed(
     let sent = SystemTime::now();
     let response = client
         .request(cloud_http::Method::GET, url, headers, Vec::new())
-        .await?;
+        .await
+        .inspect_err(|e| {
+            if clock_suspect(e) {
+                ctx.clock_suspect.push(format!("{server}: {e}"));
+            }
+        })?;
     let received = SystemTime::now();
     if let Some(sample) = clock_sample(server, response.header("date"), sent, received) {
         ctx.clock.push(sample);
@@ -68,7 +73,25 @@ fn clock_sample(server: &str, date: Option<&str>, sent: SystemTime, received: Sy
     })
 }
 
+/// A TLS failure on a certificate's validity dates: what a clock far off looks like.
+fn clock_suspect(e: &cloud_http::Error) -> bool {
+    matches!(e, cloud_http::Error::Tls { reason, .. } if reason.contains("not yet valid") || reason.contains("expired"))
+}
+
+/// This host's time, for messages that suspect it.
+fn local_now() -> String {
+    crate::status::rfc3339(SystemTime::now())
+}
+
 fn transport_error(what: &str, e: &cloud_http::Error) -> CheckResult {
+    if clock_suspect(e) {
+        return CheckResult::error(format!(
+            "Could not reach {what}: {e}\nThe certificate is outside its validity dates by this host's clock, which says \
+             {}: if that is wrong, synchronize the clock first (`timedatectl set-ntp true`, or chrony / \
+             systemd-timesyncd). Only if the time is right, suspect the certificate or a private CA ([cloud] trust_bundle).",
+            local_now()
+        ));
+    }
     let hint = match e {
         cloud_http::Error::Tls { .. } => {
             "\nIf it is reached through a private CA (an emulator, a TLS-inspecting proxy), put that CA in a PEM file and \
@@ -222,6 +245,20 @@ pub fn clock_skew(ctx: &Context) -> CheckOutput {
         )
         .collect();
     let info = json!({"samples": samples, "warn_above_seconds": WARN_SKEW_SECS, "error_at_seconds": lifetime});
+    // No server's Date could be read because TLS refused the certificates' dates: not a skip,
+    // the clock is the likely cause.
+    if ctx.clock.is_empty() && !ctx.clock_suspect.is_empty() {
+        return CheckOutput::new(
+            CheckResult::error(format!(
+                "this host's clock ({}) is probably far off: TLS refused the servers' certificates as outside their \
+                 validity dates ({}), so no server time could be read to compare. Synchronize it with NTP \
+                 (`timedatectl set-ntp true`, or chrony / systemd-timesyncd)",
+                local_now(),
+                ctx.clock_suspect.join("; ")
+            )),
+            info,
+        );
+    }
     CheckOutput::new(judge_skew(&ctx.clock, lifetime), info)
 }
 

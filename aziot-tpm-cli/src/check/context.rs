@@ -115,6 +115,8 @@ pub struct Context {
     /// Filled by `tpm-tcti-opens`: `Err` says why the TPM could not be read.
     pub tpm: Option<Result<TpmFacts, String>>,
     pub clock: Vec<ClockSample>,
+    /// TLS failures on certificate dates (server: error): the clock is suspect.
+    pub clock_suspect: Vec<String>,
     /// The HTTPS proxy identityd-dps goes through (see `proxy.rs`); the cloud checks use it too.
     pub proxy: super::proxy::Found,
     /// What identityd says about provisioning now (filled by `identityd-provisioned`).
@@ -147,6 +149,7 @@ impl Context {
             tpmd_answer: None,
             tpm: None,
             clock: Vec::new(),
+            clock_suspect: Vec::new(),
             live: None,
         }
     }

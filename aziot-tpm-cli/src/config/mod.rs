@@ -118,6 +118,11 @@ struct RestartReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     units: Vec<restart::Step>,
+    /// How each daemon came up (ready, or failed with its error).
+    daemons: Vec<restart::Ready>,
+    /// Where provisioning stands a few seconds after identityd-dps started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provisioning: Option<String>,
     total_ms: u64,
 }
 
@@ -139,7 +144,8 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         })
     })?;
     let parsed = super_config::parse(&config, &text).map_err(fail)?;
-    let validated = validate::validate(&config, parsed, machine_hostname).map_err(fail)?;
+    let mut validated = validate::validate(&config, parsed, machine_hostname).map_err(fail)?;
+    validate::check_files(&config, &root, &validated.settings, &mut validated.warnings).map_err(fail)?;
     let users = users::resolve().map_err(fail)?;
     let (planned, skipped) = plan(&root, &validated.settings, &users, args.dry_run);
 
@@ -181,8 +187,17 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         let started = Instant::now();
         match restart::restart("systemctl".as_ref()) {
             Ok(units) => {
+                report.restart.daemons = restart::readiness(&units);
                 report.restart.units = units;
                 report.restart.performed = true;
+                let identityd_ready = report
+                    .restart
+                    .daemons
+                    .iter()
+                    .any(|d| d.unit == "aziot-identityd.service" && d.state == "ready");
+                if identityd_ready {
+                    report.restart.provisioning = first_provisioning_outcome();
+                }
             }
             Err(e) => {
                 report.restart.reason = Some(e.to_string());
@@ -210,28 +225,68 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
     if let Some(e) = cannot_restart {
         return Err(fail(e));
     }
+    // A daemon that did not start says why in its own words; other failed steps as systemctl did.
+    let daemons = &report.restart.daemons;
     let failed: Vec<String> = report
         .restart
         .units
         .iter()
         .filter(|s| s.result == "failed")
-        .map(|s| {
-            format!(
-                "{} {} ({})",
-                s.action,
+        .map(|s| match daemons.iter().find(|d| d.unit == s.unit && d.error.is_some()) {
+            Some(d) => format!(
+                "{} did not start: {} (log: {})",
                 s.unit,
-                s.message.as_deref().unwrap_or("")
-            )
+                d.error.as_deref().unwrap_or_default(),
+                crate::unit::journal_hint(&s.unit)
+            ),
+            None => format!("{} {} ({})", s.action, s.unit, s.message.as_deref().unwrap_or("")),
         })
         .collect();
     if failed.is_empty() {
         Ok(())
     } else {
         Err(Failure::failed(format!(
-            "the configuration is written, but restarting failed: {}; see systemctl status and journalctl -u for those units",
+            "the configuration is written, but restarting failed: {}",
             failed.join("; ")
         )))
     }
+}
+
+/// Waits a few seconds for identityd-dps's first provisioning outcome (provisioned, or an error)
+/// and says it in one line; it goes on by itself after that.
+fn first_provisioning_outcome() -> Option<String> {
+    use identityd_dps::progress::State;
+    let local = crate::local::LocalArgs::default().resolve(std::time::Duration::from_secs(5));
+    crate::daemon::block_on(async {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(report) = crate::status::fetch_report(&local.identityd).await {
+                let done = report.state == State::Provisioned || report.last_error.is_some();
+                last = Some(report);
+                if done {
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        let report = last?;
+        Some(match (report.state, &report.last_error) {
+            (State::Provisioned, _) => format!(
+                "provisioned: device {} on {}",
+                report.device_id.as_deref().unwrap_or("?"),
+                report.hub.as_deref().unwrap_or("?")
+            ),
+            (_, Some(e)) => format!(
+                "not provisioned yet: {} ({}); identityd-dps keeps trying, `aziot-tpm status` shows how it goes",
+                crate::status::shorten_base64(&e.message),
+                e.cause
+            ),
+            _ => "still registering with DPS after 10 s; `aziot-tpm status` shows how it goes".to_owned(),
+        })
+    })
+    .ok()
+    .flatten()
 }
 
 /// The files, in upstream's order; certd's only if upstream's certd is installed.
@@ -359,6 +414,16 @@ fn print_text(r: &Report) {
                 "  {:5}  {:26}  {:13}  {:>5} ms{msg}",
                 s.action, s.unit, s.result, s.ms
             );
+        }
+        if !r.restart.daemons.is_empty() {
+            println!("Daemons:");
+        }
+        for d in &r.restart.daemons {
+            let what = d.error.as_deref().or(d.status.as_deref()).unwrap_or("");
+            println!("  {:26}  {:7}  {what}", d.unit, d.state);
+        }
+        if let Some(p) = &r.restart.provisioning {
+            println!("Provisioning: {p}");
         }
         println!("Done in {:.2} s.", r.restart.total_ms as f64 / 1000.0);
     } else if let Some(reason) = &r.restart.reason {

@@ -2,7 +2,7 @@
 //! the TOML key, what was found and what is accepted; what is merely ignored becomes a warning.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use identityd_dps::config::MAX_DURATION_SEC;
 
@@ -302,6 +302,18 @@ fn dps(path: &Path, p: super_config::Provisioning) -> Result<Dps, ApplyError> {
         )
     })?;
     let scope = match (p.id_scope, p.scope_id) {
+        (Some(s), _) if s.contains('<') || s.contains('>') => {
+            return Err(bad(
+                "provisioning.id_scope",
+                format!("= {s:?} is the template's placeholder: set it to the ID Scope shown on the DPS overview page (e.g. 0ne00000001)"),
+            ))
+        }
+        (Some(s), _) if !s.trim().is_empty() && !s.trim().chars().all(|c| c.is_ascii_alphanumeric()) => {
+            return Err(bad(
+                "provisioning.id_scope",
+                format!("= {s:?} is not an ID Scope (letters and digits only, e.g. 0ne00000001); copy it from the DPS overview page"),
+            ))
+        }
         (Some(s), _) if !s.trim().is_empty() => s.trim().to_owned(),
         (Some(_), _) => return Err(bad("provisioning.id_scope", "is empty: set it to the ID Scope shown on the DPS overview page".into())),
         (None, Some(_)) => {
@@ -551,6 +563,46 @@ fn check_cloud(path: &Path, cloud: super_config::Cloud) -> Result<super_config::
         }
     }
     Ok(cloud)
+}
+
+/// The files the settings name, checked before anything is written, so a daemon does not die at
+/// its next start on a file that is not there. Paths are under `root` (`--root`). A trust bundle
+/// or payload that cannot be used is an error; a preloaded key file that is missing is a warning
+/// (keyd-tpm starts without that key).
+pub fn check_files(path: &Path, root: &Path, s: &Settings, warnings: &mut Vec<String>) -> Result<(), ApplyError> {
+    let bad = |key: &str, problem: String| ApplyError::invalid(path, key, problem);
+    // Under --root a file may be in the tree being written, or already on this machine.
+    let under = |file: &str| {
+        let inside = root.join(file.trim_start_matches('/'));
+        if inside.exists() {
+            inside
+        } else {
+            PathBuf::from(file)
+        }
+    };
+    if let Some(bundle) = &s.cloud.trust_bundle {
+        let file = bundle.strip_prefix("file://").unwrap_or(bundle);
+        match std::fs::read(under(file)) {
+            Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => return Err(bad("cloud.trust_bundle", format!("= {bundle:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----); name the CA's PEM file"))),
+            Err(e) => return Err(bad("cloud.trust_bundle", format!("= {bundle:?} cannot be read ({e}); identityd-dps would not start. Put the CA's PEM file there or fix the path"))),
+        }
+    }
+    if let Some(uri) = &s.payload_uri {
+        let file = uri.trim_start_matches("file://");
+        match std::fs::read(under(file)) {
+            Ok(json) if serde_json::from_slice::<serde_json::Value>(&json).is_ok() => {}
+            Ok(_) => return Err(bad("provisioning.payload.uri", format!("= {uri:?} is not a JSON file; every DPS registration would fail on it"))),
+            Err(e) => return Err(bad("provisioning.payload.uri", format!("= {uri:?} cannot be read ({e}); every DPS registration would fail on it. Write the JSON file or fix the URI"))),
+        }
+    }
+    for (id, uri) in &s.preloaded_keys {
+        let Some(file) = uri.strip_prefix("file://") else { continue };
+        if let Err(e) = std::fs::metadata(under(file)) {
+            warnings.push(format!("`preloaded_keys.{id}` = {uri:?} cannot be read ({e}): keyd-tpm starts without that key"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

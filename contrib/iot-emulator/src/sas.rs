@@ -23,7 +23,12 @@ pub enum SasError {
     MissingField(&'static str),
     #[error("SAS token field {field} is malformed: {reason}")]
     Malformed { field: &'static str, reason: String },
-    #[error("SAS token expired at {expiry} (now {now})")]
+    #[error(
+        "SAS token expired at {} ({} s before the emulator's clock, {}); is the device's clock behind?",
+        crate::time::rfc3339(expiry * 1000),
+        now.saturating_sub(*expiry),
+        crate::time::rfc3339(now * 1000)
+    )]
     Expired { expiry: u64, now: u64 },
     #[error("SAS token audience {got:?} does not match {want:?}")]
     Audience { got: String, want: String },
