@@ -9,6 +9,7 @@ packages=(
   swtpm swtpm-tools                    # tests and demo: the TPM 2.0 simulator
   tpm2-tools                           # tests: an independent TPM client to cross-check ours
   curl ca-certificates                 # demo: talk to the daemons' sockets
+  jq xxd                               # tests/docs: the docs' commands read JSON and hex with them
   tinyproxy                            # tests: a real HTTPS (CONNECT) proxy on loopback
   faketime                             # tests: swtpm's EK certificates issued in the past (expired); a host clock hours off (check)
 )

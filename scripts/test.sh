@@ -11,6 +11,8 @@ if [ -z "${AZIOT_UPSTREAM_DIR:-}" ] && [ ! -f ../shared/upstream/aziotd ]; then
   echo "interop: ../shared/upstream is absent, so the tests against upstream's binaries are skipped (they run in CI)"
 fi
 cargo test --workspace --locked
+# The docs' commands, run as written (docs/install.md's run in the package tests' container).
+bash tests/docs/run.sh docs/emulator.md
 # The Debian package, from the debug binaries built above: contents, lintian, install and purge
 # in Debian chroots (tests/package/run.sh says more).
 bash tests/package/run.sh

@@ -121,7 +121,7 @@ impl Daemon {
             self.what,
             state.describe(),
             unit::journal_hint(service),
-            unit::restart_hint(state, &[self.unit])
+            unit::restart_hint(state, self.unit)
         )
     }
 

@@ -100,6 +100,7 @@ async fn reprovision(local: &Local, progress: bool, bound: Duration) -> Result<D
     let deadline = tokio::time::sleep(bound);
     tokio::pin!(deadline);
     let mut seen_error: Option<u64> = None;
+    let mut last_message = String::new();
     let mut last = Status::default();
     // Without a terminal to redraw on, one line every 10 s.
     let mut next_line = 10;
@@ -123,7 +124,12 @@ async fn reprovision(local: &Local, progress: bool, bound: Duration) -> Result<D
                         if tty {
                             eprint!("\r");
                         }
-                        eprintln!("  {secs:>3} s: {} ({})", shorten_base64(&e.message), e.cause);
+                        if e.message == last_message {
+                            eprintln!("  {secs:>3} s: the same error again ({})", e.cause);
+                        } else {
+                            eprintln!("  {secs:>3} s: {} ({})", shorten_base64(&e.message), e.cause);
+                            last_message = e.message.clone();
+                        }
                     }
                 }
                 if now.provisioning_state.is_some() {

@@ -169,8 +169,12 @@ pub async fn gather(local: &Local) -> Status {
         Err(failure) => status.unreachable.push(failure.message),
     }
     if status.unreachable.is_empty() {
-        provisioning_info(local, &mut status).await;
+        // identityd-dps's report has the settings; upstream's identityd needs the route that may
+        // wait on the TPM Service for the registration ID.
         provisioning_report(&local.identityd, &mut status).await;
+        if status.provisioning_state.is_none() || status.registration_id.is_none() {
+            provisioning_info(local, &mut status).await;
+        }
     } else {
         report_file(&local.homedir, &mut status);
     }

@@ -20,6 +20,8 @@ pub struct UnitState {
     pub exit_status: i32,
     /// The daemon's last `STATUS=` line.
     pub status_text: String,
+    /// The socket units that start it.
+    pub sockets: Vec<String>,
 }
 
 impl UnitState {
@@ -35,11 +37,11 @@ impl UnitState {
             n => format!(", exit status {n}"),
         };
         match (self.active.as_str(), self.sub.as_str(), self.result.as_str()) {
-            ("failed", _, "start-limit-hit") => format!(
-                "failed to start {} times in a row and systemd stopped trying (start limit){exit}",
-                self.restarts.max(1)
+            ("failed", _, result) => format!(
+                "failed and systemd stopped restarting it ({result}{exit}, after {} restarts; the start limit is 5 \
+                 starts in 2 minutes)",
+                self.restarts
             ),
-            ("failed", _, result) => format!("failed ({result}{exit})"),
             (_, "auto-restart", _) => format!(
                 "failing to start: it exited{exit} and systemd restarts it (restart {} so far)",
                 self.restarts
@@ -56,7 +58,7 @@ pub fn state(unit: &str) -> Option<UnitState> {
             "show",
             "--no-pager",
             "-p",
-            "LoadState,ActiveState,SubState,Result,NRestarts,ExecMainStatus,StatusText",
+            "LoadState,ActiveState,SubState,Result,NRestarts,ExecMainStatus,StatusText,TriggeredBy",
             unit,
         ])
         .stdin(Stdio::null())
@@ -87,6 +89,7 @@ fn parse_show(unit: &str, text: &str) -> Option<UnitState> {
             "NRestarts" => state.restarts = value.parse().unwrap_or(0),
             "ExecMainStatus" => state.exit_status = value.parse().unwrap_or(0),
             "StatusText" => state.status_text = value.to_owned(),
+            "TriggeredBy" => state.sockets = value.split_whitespace().map(str::to_owned).collect(),
             _ => {}
         }
     }
@@ -126,13 +129,14 @@ pub fn journal_hint(unit: &str) -> String {
     format!("journalctl -u {unit} -e")
 }
 
-/// How to start a unit again once it is fixed.
-pub fn restart_hint(state: &UnitState, sockets: &[&str]) -> String {
-    if state.result == "start-limit-hit" {
+/// How to start a unit again once it is fixed (`socket`: the one the caller used, when systemd
+/// did not say which sockets start it).
+pub fn restart_hint(state: &UnitState, socket: &str) -> String {
+    if state.active == "failed" {
+        let sockets = if state.sockets.is_empty() { socket.to_owned() } else { state.sockets.join(" ") };
         format!(
-            "once it is fixed: `systemctl reset-failed {unit} {sockets}` and `systemctl start {sockets}`",
-            unit = state.unit,
-            sockets = sockets.join(" ")
+            "once the cause is fixed: `systemctl reset-failed {unit} {sockets}` and `systemctl restart {sockets}`",
+            unit = state.unit
         )
     } else {
         "systemd starts it again by itself once the cause is gone".to_owned()
@@ -153,9 +157,9 @@ mod tests {
         assert!(s.failing());
         assert_eq!(s.status_text, "failed: no TPM");
         assert!(s.describe().contains("restart 2 so far"), "{}", s.describe());
-        let s = parse_show("u", "LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=start-limit-hit\nNRestarts=5\nExecMainStatus=1\n").unwrap();
-        assert!(s.describe().contains("stopped trying"), "{}", s.describe());
-        assert!(restart_hint(&s, &["a.socket"]).contains("reset-failed u a.socket"));
+        let s = parse_show("u", "LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nNRestarts=2\nExecMainStatus=1\nTriggeredBy=a.socket b.socket\n").unwrap();
+        assert!(s.describe().contains("systemd stopped restarting it (exit-code, exit status 1, after 2 restarts"), "{}", s.describe());
+        assert!(restart_hint(&s, "x.socket").contains("reset-failed u a.socket b.socket` and `systemctl restart a.socket b.socket`"));
         let s = parse_show("u", "LoadState=loaded\nActiveState=active\nSubState=running\n").unwrap();
         assert!(!s.failing());
         assert_eq!(parse_show("u", "LoadState=not-found\n"), None);

@@ -157,15 +157,6 @@ pub fn test_hierarchy_auth(
     Ok([("owner", verdict(true, owner)), ("endorsement", verdict(false, endorsement))])
 }
 
-/// Keeps the TSS libraries from printing their own error lines on our output: a wrong password is
-/// an expected answer here, and every failure is reported in the check's result.
-pub fn quiet_tss_logging() {
-    if std::env::var_os("TSS2_LOG").is_none() {
-        // Called before any thread is started (see `check::run`).
-        std::env::set_var("TSS2_LOG", "all+none");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,7 +48,7 @@ pub enum ApplyError {
 fn read_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
         std::io::ErrorKind::NotFound => {
-            "; write it first (start from /etc/aziot/config.toml.template, or see docs/config.md), or name another file with -c"
+            "; write it first (start from /usr/share/aziot-tpm/config.toml.template, or see docs/config.md), or name another file with -c"
         }
         std::io::ErrorKind::PermissionDenied => "; run as root (sudo aziot-tpm config apply)",
         _ => "",

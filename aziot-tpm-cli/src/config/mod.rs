@@ -41,10 +41,16 @@ Files written (each replaced whole, mode 0600):
   /etc/aziot/identityd/config.d/00-super.toml  owner aziotid (identityd-dps)
   /etc/aziot/certd/config.d/00-super.toml      owner aziotcs (upstream's certd; skipped if not installed)
 
-Then, unless --no-restart: systemctl stop the aziot-{identityd,keyd,certd,tpmd} services, start their
-sockets, start aziot-identityd.service (as `aziotctl config apply` does).
+Before writing anything, the files it names are checked (a CA file, a payload) and an id_scope that
+is the template's placeholder is refused.
 
-Exit status: 0 applied; 1 writing or restarting failed; 2 the super-config is invalid.
+Then, unless --no-restart: systemctl stop the aziot-{identityd,keyd,certd,tpmd} services, start their
+sockets, start aziot-identityd.service (as `aziotctl config apply` does), then aziot-keyd.service. Each
+start waits until the daemon tells systemd it is ready; each daemon is reported ready (with its
+status) or failed (with its own last error), then the first provisioning outcome (up to 10 s).
+
+Exit status: 0 applied; 1 writing failed, or a daemon did not start; 2 the super-config is invalid
+(or a file it names cannot be used).
 
 For package builds and tests: --root DIR (or AZIOT_TPM_ROOT) writes under DIR and does not restart;
 AZIOT_TPM_USERS replaces the user lookup: `current` (every service user is you), or
