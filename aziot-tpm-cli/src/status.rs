@@ -169,10 +169,10 @@ pub async fn gather(local: &Local) -> Status {
         Err(failure) => status.unreachable.push(failure.message),
     }
     if status.unreachable.is_empty() {
-        // identityd-dps's report has the settings; upstream's identityd needs the route that may
-        // wait on the TPM Service for the registration ID.
+        // identityd-dps's report has the settings (the registration ID once derived); only
+        // upstream's identityd needs the route that may wait on the TPM Service for it.
         provisioning_report(&local.identityd, &mut status).await;
-        if status.provisioning_state.is_none() || status.registration_id.is_none() {
+        if status.provisioning_state.is_none() {
             provisioning_info(local, &mut status).await;
         }
     } else {

@@ -81,8 +81,10 @@ settles_at_start_limit() {
   for _ in $(seq 1 180); do
     if [ "$(in_ct systemctl show -p ActiveState --value "$1")" = failed ]; then
       n=$(in_ct systemctl show -p NRestarts --value "$1")
+      # Past RestartSec (5 s): a unit still being restarted would have moved.
       sleep 7
-      [ "$(in_ct systemctl show -p ActiveState,NRestarts --value "$1" | paste -sd' ')" = "failed $n" ] && return 0
+      [ "$(in_ct systemctl show -p ActiveState --value "$1")" = failed ] \
+        && [ "$(in_ct systemctl show -p NRestarts --value "$1")" = "$n" ] && return 0
     fi
     sleep 0.5
   done
