@@ -16,3 +16,7 @@ bash tests/docs/run.sh docs/emulator.md
 # The Debian package, from the debug binaries built above: contents, lintian, install and purge
 # in Debian chroots (tests/package/run.sh says more).
 bash tests/package/run.sh
+# The arm64 and armhf packages, cross-compiled (debug profile), installed, run and purged in
+# Debian chroots of those architectures under qemu-user (tests/package/arch.sh says more).
+bash tests/package/arch.sh --arch arm64
+bash tests/package/arch.sh --arch armhf

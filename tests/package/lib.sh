@@ -20,6 +20,13 @@ check() {
   shift
   if out=$("$@" 2>&1); then pass "$what"; else fail "$what" "$out"; fi
 }
+# check_here DESCRIPTION COMMAND...: as check, but COMMAND runs in this shell, so it may set
+# variables and start processes this shell waits for.
+check_here() {
+  local what=$1
+  shift
+  if "$@" > "$work/check.out" 2>&1; then pass "$what"; else fail "$what" "$(cat "$work/check.out")"; fi
+}
 # same ACTUAL EXPECTED DESCRIPTION: passes when they are equal; shows the difference otherwise.
 same() {
   if [ "$1" = "$2" ]; then pass "$3"; else fail "$3" "$(diff <(echo "$2") <(echo "$1") || true)"; fi
