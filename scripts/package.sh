@@ -88,7 +88,8 @@ if [ -z "$bin_dir" ]; then
     bin_dir="$target_dir/$rust_target/$profile"
   fi
   echo "package.sh: $profile build of keyd-tpm, identityd-dps and aziot-tpm for $arch" >&2
-  (cd "$root" && nice cargo build "${cargo_args[@]}" >&2)
+  # A build to package, not to iterate on: incremental state would only take disk.
+  (cd "$root" && CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0} nice cargo build "${cargo_args[@]}" >&2)
 fi
 bin_dir=$(cd "$bin_dir" && pwd)
 for bin in keyd-tpm identityd-dps aziot-tpm; do
