@@ -353,6 +353,12 @@ fn each_invalid_field_is_named_with_what_was_found_and_what_is_accepted() {
             &["`aziot_max_requests.keyd` = 0", "at least 1"],
         ),
         (
+            // One more than a 32-bit daemon (armhf) can read as its usize max_requests.
+            "method = \"tpm\"",
+            "method = \"tpm\"\n[aziot_max_requests]\ntpmd = 4294967296",
+            &["`aziot_max_requests.tpmd` = 4294967296", "at most 4294967295"],
+        ),
+        (
             "method = \"tpm\"",
             "method = \"tpm\"\n[preloaded_keys]\nk = \"/var/k\"",
             &["`preloaded_keys.k` = \"/var/k\"", "file:///"],

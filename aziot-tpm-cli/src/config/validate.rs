@@ -13,6 +13,9 @@ use super::super_config::{self, Parsed, Raw};
 pub const MIN_CLOUD_TIMEOUT_SEC: i64 = 70;
 pub const DEFAULT_CLOUD_RETRIES: u32 = 1;
 pub const DEFAULT_MAX_REQUESTS: u64 = 10;
+/// The largest `aziot_max_requests.*`: the daemons read `max_requests` as a machine word
+/// (`usize`), 32 bits on armhf, so a larger value would be written there and then refused.
+pub const MAX_MAX_REQUESTS: i64 = u32::MAX as i64;
 pub const DEFAULT_TCTI: &str = "device";
 pub const DEFAULT_AUTH_KEY_INDEX: u32 = 0x00_01_00;
 const MAX_AUTH_KEY_INDEX: i64 = 0x7F_FF_FF;
@@ -409,11 +412,11 @@ fn max_requests(path: &Path, m: super_config::MaxRequests) -> Result<MaxRequests
     let one = |name: &str, v: Option<i64>| {
         match v {
         None => Ok(DEFAULT_MAX_REQUESTS),
-        Some(n) if n >= 1 => Ok(n as u64),
+        Some(n) if (1..=MAX_MAX_REQUESTS).contains(&n) => Ok(n as u64),
         Some(n) => Err(ApplyError::invalid(
             path,
             format!("aziot_max_requests.{name}"),
-            format!("= {n}: must be at least 1 (concurrent requests per caller; default {DEFAULT_MAX_REQUESTS})"),
+            format!("= {n}: must be at least 1 and at most {MAX_MAX_REQUESTS} (concurrent requests per caller; default {DEFAULT_MAX_REQUESTS})"),
         )),
     }
     };
