@@ -36,10 +36,12 @@ impl Drop for Waiting<'_> {
 }
 
 impl UidLimiter {
-    /// `max_in_flight` of 0 would block every request forever, so it counts as 1.
+    /// `max_in_flight` of 0 would block every request forever, so it counts as 1. More than a
+    /// semaphore can hold (`usize::MAX >> 3`: about 5e8 on a 32-bit system) means no limit, and
+    /// is held as that many: tokio's `Semaphore::new` would panic on the first request.
     pub(crate) fn new(max_in_flight: usize, max_queue: usize) -> Self {
         UidLimiter {
-            max_in_flight: max_in_flight.max(1),
+            max_in_flight: max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
             max_queue,
             per_uid: Mutex::new(HashMap::new()),
         }
@@ -86,6 +88,16 @@ mod tests {
     use super::*;
     use hyper::StatusCode;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_limit_beyond_what_a_semaphore_holds_admits_requests() {
+        // usize::MAX parses as max_requests on any architecture; 536870912 is just over the
+        // permits a semaphore holds on a 32-bit one.
+        for limit in [usize::MAX, Semaphore::MAX_PERMITS + 1] {
+            let l = UidLimiter::new(limit, 1);
+            let _permits = (l.acquire(1000).await.unwrap(), l.acquire(1000).await.unwrap());
+        }
+    }
 
     #[tokio::test]
     async fn over_the_limit_waits_then_proceeds() {
