@@ -14,6 +14,9 @@ use testkit::Swtpm;
 const OTHER_UID: u32 = 54_321;
 
 fn raise_own_fd_limit(want: u64) {
+    // rlim_t is 32 bits on armhf.
+    #[allow(clippy::useless_conversion)]
+    let want = libc::rlim_t::try_from(want).unwrap_or(libc::RLIM_INFINITY);
     let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit on a struct we own.
     unsafe {

@@ -78,8 +78,10 @@ fn builder(cn: &str, days: u32, key: &PKey<Private>) -> Result<X509Builder, PkiE
     b.set_subject_name(&name)?;
     b.set_pubkey(key)?;
     // Backdated an hour so a client whose clock lags slightly still accepts it.
-    let not_before =
-        Asn1Time::from_unix(i64::try_from(crate::time::unix_now()).unwrap_or(0) - 3600)?;
+    let not_before = i64::try_from(crate::time::unix_now()).unwrap_or(0) - 3600;
+    // time_t is 32 bits on armhf.
+    #[allow(clippy::useless_conversion)]
+    let not_before = Asn1Time::from_unix(not_before.try_into().unwrap_or(0))?;
     b.set_not_before(&not_before)?;
     let not_after = Asn1Time::days_from_now(days)?;
     b.set_not_after(&not_after)?;

@@ -16,7 +16,9 @@ pub fn raise_open_file_limit() -> u64 {
             }
         }
     }
-    limit.rlim_cur
+    // rlim_t is 32 bits on armhf.
+    #[allow(clippy::useless_conversion)]
+    u64::from(limit.rlim_cur)
 }
 
 /// Makes memory freed after a large request go back to the system. glibc serves allocations

@@ -117,6 +117,9 @@ impl Daemon {
             .stderr(log);
         if let Some(limit) = self.open_file_limit {
             use std::os::unix::process::CommandExt;
+            // rlim_t is 32 bits on armhf.
+            #[allow(clippy::useless_conversion)]
+            let limit = libc::rlim_t::try_from(limit).expect("the open-file limit fits rlim_t");
             // SAFETY: setrlimit is async-signal-safe and touches only the child.
             unsafe {
                 command.pre_exec(move || {
