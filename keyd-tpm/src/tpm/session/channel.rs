@@ -309,9 +309,16 @@ impl Channel {
         let id = crypto::sha256(&[private]);
         if let Some(l) = self.loaded.take() {
             if l.id == id {
-                if let Ok(v) = op(self, l.handle, &l.name)? {
-                    self.loaded = Some(l);
-                    return Ok(Ok(v));
+                match op(self, l.handle, &l.name) {
+                    Ok(Ok(v)) => {
+                        self.loaded = Some(l);
+                        return Ok(Ok(v));
+                    }
+                    Ok(Err(_)) => {}
+                    Err(e) => {
+                        let _ = self.flush(l.handle);
+                        return Err(e);
+                    }
                 }
             }
             let _ = self.flush(l.handle);
@@ -320,9 +327,16 @@ impl Channel {
             Ok(loaded) => loaded,
             Err(e) => return Ok(Err(e)),
         };
-        let result = op(self, handle, &name)?;
-        self.loaded = Some(Loaded { id, handle, name });
-        Ok(result)
+        match op(self, handle, &name) {
+            Err(e) => {
+                let _ = self.flush(handle);
+                Err(e)
+            }
+            result => {
+                self.loaded = Some(Loaded { id, handle, name });
+                result
+            }
+        }
     }
 
     /// TPM2_Create under the SRK; `data` (key bytes) travels encrypted. Returns (TPMT_PUBLIC,
