@@ -37,17 +37,19 @@ pub fn request(socket: &Path, method: &str, path_and_query: &str, body: Option<&
         head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    if let Some(b) = body {
-        stream.write_all(b)?;
-    }
+    // A server may answer (e.g. 503 to a connection over its budget) and close before it
+    // reads the request: then the write fails, and the answer is still there to read.
+    let written = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.unwrap_or_default()));
     let mut raw = Vec::new();
     if let Err(e) = stream.read_to_end(&mut raw) {
         // A server that closes with our bytes unread makes the kernel report a reset after
         // its answer; the answer still counts.
         if !is_complete(&raw) {
-            return Err(e);
+            return Err(written.err().unwrap_or(e));
         }
+    }
+    if raw.is_empty() {
+        written?;
     }
     parse(&raw).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed HTTP response: {}", String::from_utf8_lossy(&raw))))
 }
