@@ -33,10 +33,23 @@ use wire::{Challenge, OperationStatus, RegisterRequest, TpmAttestation};
 
 /// First delay of the backoff between retries of a failed request.
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
-/// Poll delay when DPS gives no `Retry-After`, and the bounds we keep its value in (the C SDK's).
+/// Poll delay when DPS gives no `Retry-After`, and the most we wait between polls.
 const DEFAULT_POLL: Duration = Duration::from_secs(1);
-const MIN_POLL: Duration = Duration::from_millis(500);
 const MAX_POLL: Duration = Duration::from_secs(300);
+/// The floor under DPS's `Retry-After` between polls: none before the first poll (a DPS that
+/// answers `Retry-After: 0` has the answer ready), then 100 ms doubling up to 500 ms (the C SDK's
+/// floor), so a DPS that keeps saying 0 is polled at most five times in its first second.
+const FIRST_POLL_FLOOR: Duration = Duration::from_millis(100);
+const POLL_FLOOR: Duration = Duration::from_millis(500);
+
+/// How long to wait before poll number `n` (0 for the first) when DPS said `retry_after`.
+fn poll_delay(retry_after: Option<Duration>, n: u32) -> Duration {
+    let floor = match n {
+        0 => Duration::ZERO,
+        n => FIRST_POLL_FLOOR.saturating_mul(1 << (n - 1).min(8)).min(POLL_FLOOR),
+    };
+    retry_after.unwrap_or(DEFAULT_POLL).clamp(floor, MAX_POLL)
+}
 
 /// What to register.
 pub struct Request<'a> {
@@ -167,6 +180,7 @@ impl Run<'_> {
             wire::API_VERSION
         );
         let mut response = accepted;
+        let mut polls = 0;
         loop {
             match status.status() {
                 Some("assigning") | None if response.status == StatusCode::ACCEPTED => {}
@@ -179,9 +193,8 @@ impl Run<'_> {
                     );
                 }
             }
-            let wait = backoff::parse_retry_after(response.header("retry-after"))
-                .unwrap_or(DEFAULT_POLL)
-                .clamp(MIN_POLL, MAX_POLL);
+            let wait = poll_delay(backoff::parse_retry_after(response.header("retry-after")), polls);
+            polls += 1;
             self.last_problem = format!("registration still assigning (operation {operation_id})");
             self.last_cause = "dps_assigning";
             if !backoff::sleep_within(wait, self.deadline).await {
@@ -459,6 +472,20 @@ pub(crate) fn is_transient(status: StatusCode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_honour_retry_after_zero_once_then_back_off_to_the_floor() {
+        let zero = Some(Duration::ZERO);
+        let waits: Vec<u128> = (0..7).map(|n| poll_delay(zero, n).as_millis()).collect();
+        assert_eq!(waits, [0, 100, 200, 400, 500, 500, 500]);
+        // What DPS asks for above the floor is kept, and capped.
+        assert_eq!(poll_delay(Some(Duration::from_secs(3)), 0), Duration::from_secs(3));
+        assert_eq!(poll_delay(Some(Duration::from_secs(3)), 9), Duration::from_secs(3));
+        assert_eq!(poll_delay(Some(Duration::from_secs(3600)), 0), MAX_POLL);
+        // No Retry-After: 1 s, as before.
+        assert_eq!(poll_delay(None, 0), DEFAULT_POLL);
+        assert_eq!(poll_delay(zero, u32::MAX), POLL_FLOOR);
+    }
 
     #[test]
     fn transient_statuses() {
