@@ -11,6 +11,7 @@ packages=(
   curl ca-certificates                 # demo: talk to the daemons' sockets
   jq xxd                               # tests/docs: the docs' commands read JSON and hex with them
   tinyproxy                            # tests: a real HTTPS (CONNECT) proxy on loopback
+  iproute2                             # tests/docs: loopback up in the private network namespace the docs run in
   faketime                             # tests: swtpm's EK certificates issued in the past (expired); a host clock hours off (check)
 )
 packages+=("$@")                       # what a caller needs besides (scripts/package.sh: packaging tools)
