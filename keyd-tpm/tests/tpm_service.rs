@@ -97,6 +97,29 @@ fn a_second_import_replaces_the_first_and_restore_brings_it_back() {
 }
 
 #[test]
+fn an_auth_key_replaced_behind_our_back_is_replaced_by_the_next_import() {
+    let tpm = Swtpm::start();
+    let daemon = Daemon::start(&tpm);
+    assert_eq!(daemon.import(&blob_for(&daemon, &KEY_A)).status, 200);
+    assert_eq!(daemon.sign_ok(&[7; 4096]), hmac_sha256(&KEY_A, &[7; 4096]));
+    // Another TPM client puts a key of its own at the handle while the daemon runs.
+    let dir = daemon.dir.path();
+    tpm.tpm2_ok("tpm2_createprimary", &["-C", "o", "-G", "ecc", "-c", "foreign.ctx"], dir);
+    tpm.tpm2_ok("tpm2_evictcontrol", &["-C", "o", "-c", "0x81000100"], dir);
+    tpm.tpm2_ok("tpm2_evictcontrol", &["-C", "o", "-c", "foreign.ctx", "0x81000100"], dir);
+    tpm.tpm2_ok("tpm2_flushcontext", &["-t"], dir);
+
+    let r = daemon.import(&blob_for(&daemon, &KEY_B));
+    assert_eq!(r.status, 200, "{}\n{}", String::from_utf8_lossy(&r.body), daemon.log());
+    assert_eq!(daemon.sign_ok(b"m"), hmac_sha256(&KEY_B, b"m"));
+    assert_eq!(daemon.sign_ok(&[7; 4096]), hmac_sha256(&KEY_B, &[7; 4096]));
+    assert!(daemon.log().contains("was not imported by keyd-tpm"), "{}", daemon.log());
+    // What it replaced was the foreign key, which keyd-tpm has no copy of: nothing to restore.
+    assert_eq!(daemon.post("/restore_auth_key", &serde_json::json!({})).status, 400);
+    assert_eq!(daemon.sign_ok(b"m"), hmac_sha256(&KEY_B, b"m"));
+}
+
+#[test]
 fn restore_without_a_previous_key_is_a_clear_400() {
     let tpm = Swtpm::start();
     let daemon = Daemon::start(&tpm);

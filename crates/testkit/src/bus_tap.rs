@@ -288,7 +288,7 @@ fn command_info(code: u32) -> Option<(&'static str, usize)> {
         0x120 => ("EvictControl", 2),
         0x129 => ("HierarchyChangeAuth", 1),
         0x131 => ("CreatePrimary", 1),
-        0x13E => ("SequenceComplete", 2),
+        0x13E => ("SequenceComplete", 1),
         0x147 => ("ActivateCredential", 2),
         0x14E => ("NV_Read", 2),
         0x151 => ("PolicySecret", 2),

@@ -49,7 +49,7 @@ impl Device {
     fn import_on_channel(&mut self, blob: &DpsBlob) -> Result<Private, TpmError> {
         let endorsement = hierarchy_auth_bytes(&self.settings.endorsement_auth);
         let public = blob.public.marshall().map_err(|e| TpmError::Unexpected(format!("cannot marshal a public area: {e}")))?;
-        let ch = self.bus.channel().ok_or_else(|| TpmError::Unexpected("no session channel".into()))?;
+        let ch = self.bus.channel().ok_or_else(no_channel)?;
         let mut step = "";
         let credential = ch
             .activate_credential(&endorsement, blob.credential_blob.value(), blob.credential_secret.value(), &mut step)?
@@ -99,6 +99,7 @@ impl Device {
         if result.is_err() && self.find_auth_key()?.is_none() {
             // Removed behind our back (e.g. tpm2_evictcontrol): say so rather than "TPM error".
             self.auth_key = None;
+            self.auth_key_changing();
             return Err(TpmError::NoAuthKey { handle });
         }
         result
@@ -186,47 +187,78 @@ impl Device {
     /// handle. The store records each step so `recover_auth_key` can finish an interrupted swap.
     fn install(&mut self, key: WrappedKey) -> Result<(), TpmError> {
         let loaded = self.load(&key)?;
-        let proven = self.hmac(loaded.into(), PROOF_DATA);
-        let result = proven.and_then(|_| self.swap_in(loaded, &key));
-        if let Err(e) = self.ctx.flush_context(loaded.into()) {
-            log::warn!("could not flush the loaded auth key: {}", super::error::describe(&e));
-        }
+        let result = self.prove(&loaded).and_then(|()| self.swap_in(&loaded, &key));
+        self.unload(loaded);
         result
     }
 
-    fn load(&mut self, key: &WrappedKey) -> Result<KeyHandle, TpmError> {
+    /// Loads `key` under the SRK where it will be persisted from: on the session channel (the
+    /// main context's objects are not that connection's under a resource manager), or on the
+    /// main context.
+    fn load(&mut self, key: &WrappedKey) -> Result<Loaded, TpmError> {
+        if let Some(ch) = self.bus.channel() {
+            let public = key.public_bytes()?;
+            let (object, name) = ch
+                .load(aziot_tpm_common::SRK_HANDLE, &public, key.private.value())?
+                .map_err(|e| rejected("TPM2_Load", e))?;
+            return Ok(Loaded::Channel { object, name });
+        }
         let srk = self.srk;
         self.ctx
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.load(srk, key.private.clone(), key.public.clone())
             })
+            .map(Loaded::Context)
             .map_err(|e| rejected("TPM2_Load", e))
     }
 
-    fn swap_in(&mut self, loaded: KeyHandle, key: &WrappedKey) -> Result<(), TpmError> {
+    /// One HMAC with the loaded key: it works before it replaces anything.
+    fn prove(&mut self, loaded: &Loaded) -> Result<(), TpmError> {
+        match loaded {
+            Loaded::Channel { object, name } => {
+                let ch = self.bus.channel().ok_or_else(no_channel)?;
+                ch.hmac(*object, name, PROOF_DATA)?.during("TPM2_HMAC")?;
+                Ok(())
+            }
+            Loaded::Context(handle) => self.hmac((*handle).into(), PROOF_DATA).map(drop),
+        }
+    }
+
+    fn unload(&mut self, loaded: Loaded) {
+        let flushed = match loaded {
+            Loaded::Channel { object, .. } => match self.bus.channel() {
+                Some(ch) => ch.flush(object).and_then(|r| r.during("TPM2_FlushContext")),
+                None => Err(no_channel()),
+            },
+            Loaded::Context(handle) => self.ctx.flush_context(handle.into()).during("TPM2_FlushContext"),
+        };
+        if let Err(e) = flushed {
+            log::warn!("could not flush the loaded auth key: {e}");
+        }
+    }
+
+    fn swap_in(&mut self, loaded: &Loaded, key: &WrappedKey) -> Result<(), TpmError> {
         self.store.write(Slot::Next, key)?;
         // Keep what is at the handle now as `previous`, if we know its wrapped form.
-        let current_known = match (self.auth_key, self.store.read(Slot::Current)?) {
-            (Some(object), Some(current)) => {
-                let at_handle = self.read_public(KeyHandle::from(object))?;
-                at_handle == current.public
-            }
+        let mut current_known = match (self.auth_key, self.store.read(Slot::Current)?) {
+            (Some(object), Some(current)) => self.auth_key_name(object)? == object_name(&current.public_bytes()?),
             _ => false,
         };
         if self.auth_key.is_some() && !current_known {
-            log::warn!(
-                "the auth key being replaced was not imported by keyd-tpm (no wrapped copy), so it cannot be restored later"
-            );
-            self.store.remove(Slot::Current)?;
+            self.forget_current()?;
         }
         if let Some(old) = self.auth_key.take() {
-            self.evict(old)?;
+            let replaced_behind_our_back = self.evict(old)?;
+            if replaced_behind_our_back && current_known {
+                self.forget_current()?;
+                current_known = false;
+            }
         }
-        if let Err(e) = self.persist(loaded, key) {
+        if let Err(e) = self.persist(loaded) {
             self.roll_back(current_known);
             return Err(e);
         }
-        self.auth_key = self.find_auth_key()?;
+        self.auth_key = Some(self.auth_key_object()?);
         self.finish_swap()
     }
 
@@ -249,10 +281,10 @@ impl Device {
             .store
             .read(Slot::Current)
             .and_then(|k| k.ok_or(TpmError::NoPreviousAuthKey))
-            .and_then(|k| Ok((self.load(&k)?, k)))
-            .and_then(|(h, k)| {
-                let r = self.persist(h, &k);
-                let _ = self.ctx.flush_context(h.into());
+            .and_then(|k| self.load(&k))
+            .and_then(|loaded| {
+                let r = self.persist(&loaded);
+                self.unload(loaded);
                 r
             });
         match restored.and_then(|()| self.find_auth_key()) {
@@ -261,19 +293,55 @@ impl Device {
         }
     }
 
-    fn evict(&mut self, object: ObjectHandle) -> Result<(), TpmError> {
+    /// The key at the handle now is not one keyd-tpm has a wrapped copy of.
+    fn forget_current(&mut self) -> Result<(), TpmError> {
+        log::warn!(
+            "the auth key being replaced was not imported by keyd-tpm (no wrapped copy), so it cannot be restored later"
+        );
+        self.store.remove(Slot::Current)
+    }
+
+    /// The name of the persistent auth key `object`. On the session channel, the one ESYS read
+    /// with the handle (no TPM command; `evict` notices if it is out of date); otherwise read
+    /// now.
+    fn auth_key_name(&mut self, object: ObjectHandle) -> Result<Vec<u8>, TpmError> {
+        if self.bus.channel().is_some() {
+            return Ok(self.ctx.tr_get_name(object).during("Esys_TR_GetName")?.value().to_vec());
+        }
+        let public = self.read_public(KeyHandle::from(object))?;
+        let tpmt = public.marshall().map_err(|e| TpmError::Unexpected(format!("cannot marshal a public area: {e}")))?;
+        Ok(object_name(&tpmt))
+    }
+
+    /// Removes the persistent auth key `object` (the main context's handle of it). True if the
+    /// handle turned out to hold another object than the one `object` was read from (replaced
+    /// behind our back); that one is removed instead.
+    fn evict(&mut self, object: ObjectHandle) -> Result<bool, TpmError> {
+        self.auth_key_changing();
         let raw = self.settings.auth_key_handle();
         let owner_password = hierarchy_auth_bytes(&self.settings.owner_auth);
-        if let Some(ch) = self.bus.channel() {
-            let public = ch.read_public(raw)?.during("TPM2_ReadPublic")?;
-            ch.evict_control(&owner_password, raw, &object_name(&public), raw)?
-                .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (remove)"))?;
+        if self.bus.channel().is_some() {
+            // The session's HMAC covers the object's name.
+            let known = self.auth_key_name(object)?;
+            let ch = self.bus.channel().ok_or_else(no_channel)?;
+            let mut removed = ch.evict_control(&owner_password, raw, &known, raw)?;
+            let mut replaced = false;
+            if removed.as_ref().is_err_and(super::is_auth_failure) {
+                // A wrong owner password, or an object that is not the one read: ask the TPM.
+                let public = ch.read_public(raw)?.during("TPM2_ReadPublic")?;
+                let name = object_name(&public);
+                if name != known {
+                    replaced = true;
+                    removed = ch.evict_control(&owner_password, raw, &name, raw)?;
+                }
+            }
+            removed.map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (remove)"))?;
             // The main context still has the object it knew at that handle: forget it there too.
             let mut gone = object;
             if let Err(e) = self.ctx.tr_close(&mut gone) {
                 log::debug!("closing the evicted auth key's handle: {}", super::error::describe(&e));
             }
-            return Ok(());
+            return Ok(replaced);
         }
         let handle = persistent(raw)?;
         let owner = self.bus.auth(&mut self.ctx, Use::Auth)?;
@@ -282,31 +350,31 @@ impl Device {
                 c.evict_control(Provision::Owner, object, Persistent::Persistent(handle))
             })
             .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (remove)"))?;
-        Ok(())
+        Ok(false)
     }
 
-    /// Persists `key`, which is `loaded` on the main context, at the auth key handle.
-    fn persist(&mut self, loaded: KeyHandle, key: &WrappedKey) -> Result<(), TpmError> {
+    /// Persists the `loaded` key at the auth key handle.
+    fn persist(&mut self, loaded: &Loaded) -> Result<(), TpmError> {
+        self.auth_key_changing();
         let raw = self.settings.auth_key_handle();
         let owner_password = hierarchy_auth_bytes(&self.settings.owner_auth);
-        if let Some(ch) = self.bus.channel() {
-            // With a resource manager the main context's objects are not this connection's.
-            let public = key.public_bytes()?;
-            let (object, name) = ch.load(aziot_tpm_common::SRK_HANDLE, &public, key.private.value())?.map_err(|e| rejected("TPM2_Load", e))?;
-            let persisted = ch
-                .evict_control(&owner_password, object, &name, raw)?
-                .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (persist)"));
-            let _ = ch.flush(object);
-            return persisted;
+        match loaded {
+            Loaded::Channel { object, name } => {
+                let ch = self.bus.channel().ok_or_else(no_channel)?;
+                ch.evict_control(&owner_password, *object, name, raw)?
+                    .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (persist)"))
+            }
+            Loaded::Context(object) => {
+                let handle = persistent(raw)?;
+                let owner = self.bus.auth(&mut self.ctx, Use::Auth)?;
+                self.ctx
+                    .execute_with_session(Some(owner), |c| {
+                        c.evict_control(Provision::Owner, (*object).into(), Persistent::Persistent(handle))
+                    })
+                    .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (persist)"))?;
+                Ok(())
+            }
         }
-        let handle = persistent(raw)?;
-        let owner = self.bus.auth(&mut self.ctx, Use::Auth)?;
-        self.ctx
-            .execute_with_session(Some(owner), |c| {
-                c.evict_control(Provision::Owner, loaded.into(), Persistent::Persistent(handle))
-            })
-            .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (persist)"))?;
-        Ok(())
     }
 
     /// At start: finish or undo a swap that a crash interrupted. If `next` is at the handle, the
@@ -326,13 +394,25 @@ impl Device {
             None => {
                 log::warn!("an auth key swap was interrupted after the old key was removed; installing the new one");
                 let loaded = self.load(&next)?;
-                let r = self.persist(loaded, &next);
-                let _ = self.ctx.flush_context(loaded.into());
+                let r = self.persist(&loaded);
+                self.unload(loaded);
                 r?;
                 self.finish_swap()
             }
         }
     }
+}
+
+/// A new auth key loaded for its proof and its persisting.
+enum Loaded {
+    /// On the session channel, with its name (checked against the public area on load).
+    Channel { object: u32, name: Vec<u8> },
+    /// On the main context.
+    Context(KeyHandle),
+}
+
+fn no_channel() -> TpmError {
+    TpmError::Unexpected("no session channel".into())
 }
 
 /// A TPM refusal of the blob itself (wrong EK/SRK, tampered bytes) versus a TPM failure.

@@ -125,11 +125,21 @@ impl Device {
         if !super::persistent_exists(&mut self.ctx, handle)? {
             return Ok(None);
         }
-        let object = self
-            .ctx
-            .tr_from_tpm_public(TpmHandle::Persistent(primaries::persistent(handle)?))
-            .during("TPM2_ReadPublic (TR_FromTPMPublic)")?;
-        Ok(Some(object))
+        self.auth_key_object().map(Some)
+    }
+
+    /// The ESYS handle of the persistent auth key, known to be there (one TPM2_ReadPublic).
+    pub(super) fn auth_key_object(&mut self) -> Result<ObjectHandle, TpmError> {
+        let handle = TpmHandle::Persistent(primaries::persistent(self.settings.auth_key_handle())?);
+        self.ctx.tr_from_tpm_public(handle).during("TPM2_ReadPublic (TR_FromTPMPublic)")
+    }
+
+    /// The object at the auth key's persistent handle is about to change: the sequence context
+    /// reads it again at its next sequence.
+    pub(super) fn auth_key_changing(&mut self) {
+        if let Some(sequence) = self.sequence.as_mut() {
+            sequence.forget_persistent();
+        }
     }
 
     /// The raw context for sequence commands, opened on first use.

@@ -104,17 +104,20 @@ fn hierarchy_auth_error(
     hierarchy: &'static str,
     command: &'static str,
 ) -> TpmError {
-    match e {
-        tss_esapi::Error::Tss2Error(rc)
-            if matches!(
-                rc.kind(),
-                Some(Tss2ResponseCodeKind::BadAuth | Tss2ResponseCodeKind::AuthFail)
-            ) =>
-        {
-            TpmError::HierarchyAuth { hierarchy, command }
-        }
-        other => TpmError::Command(CommandError::esapi(command, other)),
+    if is_auth_failure(&e) {
+        TpmError::HierarchyAuth { hierarchy, command }
+    } else {
+        TpmError::Command(CommandError::esapi(command, e))
     }
+}
+
+/// The TPM refused an authorization: a wrong password, or an HMAC over other names.
+fn is_auth_failure(e: &tss_esapi::Error) -> bool {
+    matches!(
+        e,
+        tss_esapi::Error::Tss2Error(rc)
+            if matches!(rc.kind(), Some(Tss2ResponseCodeKind::BadAuth | Tss2ResponseCodeKind::AuthFail))
+    )
 }
 
 /// Upstream sets hierarchy passwords as the config string plus a NUL byte (`to_bytes_with_nul`);

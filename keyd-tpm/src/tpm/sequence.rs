@@ -41,6 +41,9 @@ pub struct SequenceContext {
     generation: u64,
     /// The SRK's ESYS handle, read once (it never changes while the daemon runs).
     srk: Option<(u32, ESYS_TR)>,
+    /// The auth key's ESYS handle, read at its first sequence and kept until the key at that
+    /// handle changes (`forget_persistent`) or a sequence with it fails.
+    persistent: Option<(u32, ESYS_TR)>,
 }
 
 // SAFETY: the context is created, used and dropped by the single TPM owner thread; `Send` only
@@ -122,7 +125,7 @@ impl SequenceContext {
             check("Esys_Initialize", rc)?;
         }
         let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Self { esys, tcti: tcti_ctx, generation, srk: None })
+        Ok(Self { esys, tcti: tcti_ctx, generation, srk: None, persistent: None })
     }
 
     /// Runs `seq` on: to the end (its digest), or until a slice has passed while
@@ -242,14 +245,12 @@ impl SequenceContext {
     fn start(&mut self, key: &SequenceKey) -> Result<ESYS_TR, TpmError> {
         match key {
             SequenceKey::Persistent(handle) => {
-                let mut key: ESYS_TR = ESYS_TR_NONE;
-                // SAFETY: live context; key is an out-pointer.
-                check("TPM2_ReadPublic (TR_FromTPMPublic)", unsafe {
-                    Esys_TR_FromTPMPublic(self.esys, *handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &mut key)
-                })?;
+                let key = self.persistent(*handle)?;
                 let started = self.hmac_start(key);
-                // SAFETY: key is a valid ESYS_TR of this context; closing only frees ESYS metadata.
-                unsafe { Esys_TR_Close(self.esys, &mut key) };
+                if started.is_err() {
+                    // Perhaps not the object we read any more: read it again next time.
+                    self.forget_persistent();
+                }
                 started
             }
             SequenceKey::Object { srk, public, private } => {
@@ -282,6 +283,31 @@ impl SequenceContext {
             )
         })?;
         Ok(sequence)
+    }
+
+    /// The ESYS handle of the persistent object at `handle` (the auth key), read from the TPM
+    /// the first time.
+    fn persistent(&mut self, handle: u32) -> Result<ESYS_TR, TpmError> {
+        match self.persistent {
+            Some((cached, tr)) if cached == handle => return Ok(tr),
+            Some(_) => self.forget_persistent(),
+            None => {}
+        }
+        let mut tr: ESYS_TR = ESYS_TR_NONE;
+        // SAFETY: live context; tr is an out-pointer.
+        check("TPM2_ReadPublic (TR_FromTPMPublic)", unsafe {
+            Esys_TR_FromTPMPublic(self.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &mut tr)
+        })?;
+        self.persistent = Some((handle, tr));
+        Ok(tr)
+    }
+
+    /// Drops the auth key's ESYS handle: the key at its persistent handle was replaced or removed.
+    pub fn forget_persistent(&mut self) {
+        if let Some((_, mut tr)) = self.persistent.take() {
+            // SAFETY: tr is a valid ESYS_TR of this context; closing only frees ESYS metadata.
+            unsafe { Esys_TR_Close(self.esys, &mut tr) };
+        }
     }
 
     /// The ESYS handle of the persistent SRK, read from the TPM the first time.
