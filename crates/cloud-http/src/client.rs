@@ -12,13 +12,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use openssl::ssl::SslConnector;
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
 use crate::proxy::Proxy;
 use crate::target::Target;
-use crate::tls::{self, Roots};
+use crate::tls::{Roots, Trust};
 use crate::Error;
 
 /// Upstream identityd's `cloud_timeout_sec` default: long enough for a slow DPS.
@@ -126,7 +125,7 @@ impl ClientBuilder {
     }
 
     /// Loads the CA bundles and reads the proxy setting now, so a bad path or proxy URL fails at
-    /// start rather than at the first request.
+    /// start rather than at the first request. The system store is read at the first request.
     pub fn build(self) -> Result<Client, Error> {
         let proxy = match self.proxy {
             ProxySetting::None => None,
@@ -137,7 +136,7 @@ impl ClientBuilder {
             log::info!("using the HTTPS proxy {} (from {})", p.shown(), p.source());
         }
         Ok(Client {
-            connector: tls::connector(&self.roots)?,
+            trust: Arc::new(Trust::load(&self.roots)?),
             timeout: self.timeout,
             resolve: Arc::new(self.resolve),
             proxy: proxy.map(Arc::new),
@@ -148,7 +147,7 @@ impl ClientBuilder {
 /// An HTTPS client. Cheap to clone; clones share the TLS context.
 #[derive(Clone)]
 pub struct Client {
-    connector: SslConnector,
+    trust: Arc<Trust>,
     timeout: Duration,
     resolve: Arc<Vec<(String, IpAddr)>>,
     proxy: Option<Arc<Proxy>>,
@@ -227,7 +226,7 @@ impl Client {
 
         // into_ssl turns on hostname verification, by IP address when the host is one, and SNI
         // for DNS names.
-        let ssl = self.connector.configure()?.into_ssl(&target.host)?;
+        let ssl = self.trust.connector()?.configure()?.into_ssl(&target.host)?;
         let mut stream = SslStream::new(ssl, tcp)?;
         if let Err(e) = Pin::new(&mut stream).connect().await {
             let verify = stream.ssl().verify_result();

@@ -1,11 +1,15 @@
-//! The OpenSSL client context: which roots are trusted, TLS 1.2 as the floor. Hostname (or IP
+//! The OpenSSL client context: which roots are trusted, TLS 1.2 as the floor, made when the
+//! first connection needs it. Hostname (or IP
 //! address) verification is switched on per connection in `client.rs` through
 //! `ConnectConfiguration::into_ssl`.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use openssl::ssl::{SslConnector, SslMethod, SslVersion};
-use openssl::x509::store::X509StoreBuilder;
+use std::ffi::{c_char, CStr};
+
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVersion};
+use openssl::x509::store::{X509Lookup, X509StoreBuilder};
 use openssl::x509::X509;
 
 use crate::Error;
@@ -18,27 +22,101 @@ pub(crate) struct Roots {
     pub pems: Vec<Vec<u8>>,
 }
 
-pub(crate) fn connector(roots: &Roots) -> Result<SslConnector, Error> {
+/// The trusted roots, read: the configured bundles parsed (so a bad one fails at start), the
+/// system store and the OpenSSL context left for the first connection. Loading the system
+/// store costs tens of milliseconds of CPU, which a start that needs no TLS (identityd
+/// restarting from its backup) never has to pay.
+pub(crate) struct Trust {
+    system: bool,
+    certs: Vec<X509>,
+    connector: OnceLock<SslConnector>,
+}
+
+impl Trust {
+    pub fn load(roots: &Roots) -> Result<Self, Error> {
+        let mut certs = Vec::new();
+        for path in &roots.files {
+            let pem = std::fs::read(path).map_err(|e| ca_error(path, e.to_string()))?;
+            certs.extend(parse_bundle(&pem).map_err(|reason| ca_error(path, reason))?);
+        }
+        for (i, pem) in roots.pems.iter().enumerate() {
+            let label = PathBuf::from(format!("<in-memory PEM #{i}>"));
+            certs.extend(parse_bundle(pem).map_err(|reason| ca_error(&label, reason))?);
+        }
+        Ok(Self { system: roots.system, certs, connector: OnceLock::new() })
+    }
+
+    /// The OpenSSL client context, made at the first call.
+    pub fn connector(&self) -> Result<&SslConnector, Error> {
+        if let Some(connector) = self.connector.get() {
+            return Ok(connector);
+        }
+        let made = connector(self.system, &self.certs)?;
+        // Two first requests at once may both make one; either serves.
+        Ok(self.connector.get_or_init(|| made))
+    }
+}
+
+fn connector(system: bool, certs: &[X509]) -> Result<SslConnector, Error> {
     let mut builder = SslConnector::builder(SslMethod::tls_client())?;
     builder.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     let mut store = X509StoreBuilder::new()?;
-    if roots.system {
-        store.set_default_paths()?;
+    if system {
+        add_system_roots(&mut store)?;
     }
-    for path in &roots.files {
-        let pem = std::fs::read(path).map_err(|e| ca_error(path, e.to_string()))?;
-        for cert in parse_bundle(&pem).map_err(|reason| ca_error(path, reason))? {
-            store.add_cert(cert)?;
-        }
-    }
-    for (i, pem) in roots.pems.iter().enumerate() {
-        let label = PathBuf::from(format!("<in-memory PEM #{i}>"));
-        for cert in parse_bundle(pem).map_err(|reason| ca_error(&label, reason))? {
-            store.add_cert(cert)?;
-        }
+    for cert in certs {
+        store.add_cert(cert.clone())?;
     }
     builder.set_cert_store(store.build());
     Ok(builder.build())
+}
+
+/// The system's roots, as OpenSSL's default paths give them, but read lazily where that costs
+/// nothing: when the default certificate directory (or `SSL_CERT_DIR`) holds hashed links, as
+/// Debian's `update-ca-certificates` makes, the store looks each issuer up there during
+/// verification and the bundle file (every root, parsed at once: ~25 ms of CPU) is left alone.
+/// Otherwise, or when `SSL_CERT_FILE` names a file, it is OpenSSL's `set_default_paths`.
+fn add_system_roots(store: &mut X509StoreBuilder) -> Result<(), Error> {
+    // SAFETY: these OpenSSL functions take nothing and return static C strings.
+    let (file_env, dir_env, default_dir) = unsafe {
+        (
+            c_string(openssl_sys::X509_get_default_cert_file_env()),
+            c_string(openssl_sys::X509_get_default_cert_dir_env()),
+            c_string(openssl_sys::X509_get_default_cert_dir()),
+        )
+    };
+    let env = |name: &str| (!name.is_empty()).then(|| std::env::var_os(name)).flatten();
+    let dirs = env(&dir_env).unwrap_or_else(|| default_dir.into());
+    if env(&file_env).is_some() || !std::env::split_paths(&dirs).any(|d| has_hashed_links(&d)) {
+        store.set_default_paths()?;
+        return Ok(());
+    }
+    store
+        .add_lookup(X509Lookup::hash_dir())?
+        .add_dir(&dirs.to_string_lossy(), SslFiletype::PEM)?;
+    Ok(())
+}
+
+/// # Safety
+/// `p` is null or points to a NUL-terminated string.
+unsafe fn c_string(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: as the caller promises.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// Whether `dir` holds at least one `HHHHHHHH.N` link (a certificate by subject hash).
+fn has_hashed_links(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.split_once('.').is_some_and(|(hash, n)| {
+            hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()) && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        })
+    })
 }
 
 fn parse_bundle(pem: &[u8]) -> Result<Vec<X509>, String> {
