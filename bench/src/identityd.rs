@@ -107,6 +107,9 @@ fn main() {
         ms(boot),
         UPSTREAM_FIRST_POLL.as_secs_f64() / boot.as_secs_f64()
     );
+    println!();
+    println!("FIGURE identityd-first-boot-ms ours {:.0} upstream - raw -", ms(boot));
+    println!("FIGURE identityd-restart-from-backup-ms ours {:.0} upstream - raw -", ms(median(restart.clone())));
 }
 
 fn call(socket: &Path, method: &str, path: &str, body: Option<Value>) -> testkit::http::Response {
