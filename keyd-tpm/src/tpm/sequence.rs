@@ -293,11 +293,7 @@ impl SequenceContext {
             Some(_) => self.forget_persistent(),
             None => {}
         }
-        let mut tr: ESYS_TR = ESYS_TR_NONE;
-        // SAFETY: live context; tr is an out-pointer.
-        check("TPM2_ReadPublic (TR_FromTPMPublic)", unsafe {
-            Esys_TR_FromTPMPublic(self.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &mut tr)
-        })?;
+        let tr = self.read_handle(handle)?;
         self.persistent = Some((handle, tr));
         Ok(tr)
     }
@@ -317,12 +313,18 @@ impl SequenceContext {
                 return Ok(tr);
             }
         }
+        let tr = self.read_handle(handle)?;
+        self.srk = Some((handle, tr));
+        Ok(tr)
+    }
+
+    /// An ESYS handle for the persistent object at `handle` (one TPM2_ReadPublic).
+    fn read_handle(&mut self, handle: u32) -> Result<ESYS_TR, TpmError> {
         let mut tr: ESYS_TR = ESYS_TR_NONE;
         // SAFETY: live context; tr is an out-pointer.
         check("TPM2_ReadPublic (TR_FromTPMPublic)", unsafe {
             Esys_TR_FromTPMPublic(self.esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &mut tr)
         })?;
-        self.srk = Some((handle, tr));
         Ok(tr)
     }
 }
