@@ -16,7 +16,7 @@ use tss_esapi::structures::{
 };
 use tss_esapi::traits::Marshall;
 
-use super::device::Device;
+use super::device::{AuthKey, Device};
 use super::dps_blob::DpsBlob;
 use super::error::{CommandError, Context as _, TpmError};
 use super::primaries::persistent;
@@ -94,37 +94,58 @@ impl Device {
     /// HMAC-SHA256 of `data` with the auth key, in the TPM.
     pub fn sign_with_auth_key(&mut self, data: &[u8]) -> Result<Vec<u8>, TpmError> {
         let handle = self.settings.auth_key_handle();
-        let key = self.auth_key.ok_or(TpmError::NoAuthKey { handle })?;
-        let result = self.hmac(key, data);
-        if result.is_err() && self.find_auth_key()?.is_none() {
-            // Removed behind our back (e.g. tpm2_evictcontrol): say so rather than "TPM error".
-            self.auth_key = None;
-            self.auth_key_changing();
-            return Err(TpmError::NoAuthKey { handle });
+        let esys = self.auth_key.as_ref().ok_or(TpmError::NoAuthKey { handle })?.esys;
+        let result = if data.len() > MaxBuffer::MAX_SIZE {
+            self.long_hmac(SequenceKey::Persistent(handle), data)
+        } else if let Some(ch) = self.bus.channel() {
+            // By the persistent handle, password authorized (the key's authValue is empty, and
+            // a SAS signature is no secret): nothing to look up first.
+            ch.hmac_password(handle, data)?.during("TPM2_HMAC")
+        } else {
+            let esys = esys.ok_or_else(|| TpmError::Unexpected("no ESYS handle for the auth key".into()))?;
+            self.esys_hmac(esys, data)
+        };
+        if result.is_err() {
+            match self.find_auth_key()? {
+                None => {
+                    // Removed behind our back (e.g. tpm2_evictcontrol): say so rather than "TPM error".
+                    self.forget_auth_key();
+                    return Err(TpmError::NoAuthKey { handle });
+                }
+                // Perhaps replaced behind our back: what is there now is what we know.
+                found => {
+                    self.forget_auth_key();
+                    self.auth_key = found;
+                }
+            }
         }
         result
     }
 
-    fn hmac(&mut self, key: ObjectHandle, data: &[u8]) -> Result<Vec<u8>, TpmError> {
-        if data.len() <= MaxBuffer::MAX_SIZE {
-            let buffer = MaxBuffer::try_from(data.to_vec()).during("building TPM2B_MAX_BUFFER")?;
-            let digest = self
-                .ctx
-                .execute_with_session(Some(AuthSession::Password), |c| {
-                    c.hmac(key, buffer, HashingAlgorithm::Sha256)
-                })
-                .during("TPM2_HMAC")?;
-            Ok(digest.value().to_vec())
-        } else {
-            let key = SequenceKey::Persistent(self.settings.auth_key_handle());
-            self.long_hmac(key, data)
+    /// Forgets the auth key as known (its ESYS handle closed).
+    fn forget_auth_key(&mut self) {
+        if let Some(AuthKey { esys: Some(mut object), .. }) = self.auth_key.take() {
+            let _ = self.ctx.tr_close(&mut object);
         }
+        self.auth_key_changing();
+    }
+
+    /// TPM2_HMAC on the main context with `key`, password authorized; `data` fits one buffer.
+    fn esys_hmac(&mut self, key: ObjectHandle, data: &[u8]) -> Result<Vec<u8>, TpmError> {
+        let buffer = MaxBuffer::try_from(data.to_vec()).during("building TPM2B_MAX_BUFFER")?;
+        let digest = self
+            .ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.hmac(key, buffer, HashingAlgorithm::Sha256)
+            })
+            .during("TPM2_HMAC")?;
+        Ok(digest.value().to_vec())
     }
 
     /// What a long HMAC with the auth key runs on (see `sequence`); `NoAuthKey` if there is none.
     pub fn auth_key_sequence(&mut self) -> Result<SequenceKey, TpmError> {
         let handle = self.settings.auth_key_handle();
-        self.auth_key.ok_or(TpmError::NoAuthKey { handle })?;
+        self.auth_key.as_ref().ok_or(TpmError::NoAuthKey { handle })?;
         Ok(SequenceKey::Persistent(handle))
     }
 
@@ -220,7 +241,7 @@ impl Device {
                 ch.hmac(*object, name, PROOF_DATA)?.during("TPM2_HMAC")?;
                 Ok(())
             }
-            Loaded::Context(handle) => self.hmac((*handle).into(), PROOF_DATA).map(drop),
+            Loaded::Context(handle) => self.esys_hmac((*handle).into(), PROOF_DATA).map(drop),
         }
     }
 
@@ -240,8 +261,8 @@ impl Device {
     fn swap_in(&mut self, loaded: &Loaded, key: &WrappedKey) -> Result<(), TpmError> {
         self.store.write(Slot::Next, key)?;
         // Keep what is at the handle now as `previous`, if we know its wrapped form.
-        let mut current_known = match (self.auth_key, self.store.read(Slot::Current)?) {
-            (Some(object), Some(current)) => self.auth_key_name(object)? == object_name(&current.public_bytes()?),
+        let mut current_known = match (self.auth_key.as_ref().map(|k| k.esys), self.store.read(Slot::Current)?) {
+            (Some(esys), Some(current)) => self.name_at_handle(esys)? == object_name(&current.public_bytes()?),
             _ => false,
         };
         if self.auth_key.is_some() && !current_known {
@@ -254,11 +275,13 @@ impl Device {
                 current_known = false;
             }
         }
-        if let Err(e) = self.persist(loaded) {
-            self.roll_back(current_known);
-            return Err(e);
+        match self.persist(loaded) {
+            Ok(persisted) => self.auth_key = Some(persisted),
+            Err(e) => {
+                self.roll_back(current_known);
+                return Err(e);
+            }
         }
-        self.auth_key = Some(self.auth_key_object()?);
         self.finish_swap()
     }
 
@@ -287,8 +310,8 @@ impl Device {
                 self.unload(loaded);
                 r
             });
-        match restored.and_then(|()| self.find_auth_key()) {
-            Ok(found) => self.auth_key = found,
+        match restored {
+            Ok(persisted) => self.auth_key = Some(persisted),
             Err(e) => log::error!("the previous auth key could not be put back: {e}"),
         }
     }
@@ -301,29 +324,26 @@ impl Device {
         self.store.remove(Slot::Current)
     }
 
-    /// The name of the persistent auth key `object`. On the session channel, the one ESYS read
-    /// with the handle (no TPM command; `evict` notices if it is out of date); otherwise read
-    /// now.
-    fn auth_key_name(&mut self, object: ObjectHandle) -> Result<Vec<u8>, TpmError> {
-        if self.bus.channel().is_some() {
-            return Ok(self.ctx.tr_get_name(object).during("Esys_TR_GetName")?.value().to_vec());
-        }
+    /// The name of the object at the auth key's handle. On the session channel, the one known
+    /// (no TPM command; `evict` notices if it is out of date); otherwise read now through the
+    /// main context's handle `esys`.
+    fn name_at_handle(&mut self, esys: Option<ObjectHandle>) -> Result<Vec<u8>, TpmError> {
+        let known = self.auth_key.as_ref().map(|k| k.name.clone()).unwrap_or_default();
+        let (None, Some(object)) = (self.bus.channel(), esys) else { return Ok(known) };
         let public = self.read_public(KeyHandle::from(object))?;
         let tpmt = public.marshall().map_err(|e| TpmError::Unexpected(format!("cannot marshal a public area: {e}")))?;
         Ok(object_name(&tpmt))
     }
 
-    /// Removes the persistent auth key `object` (the main context's handle of it). True if the
-    /// handle turned out to hold another object than the one `object` was read from (replaced
-    /// behind our back); that one is removed instead.
-    fn evict(&mut self, object: ObjectHandle) -> Result<bool, TpmError> {
+    /// Removes the persistent auth key `old`. True if the handle turned out to hold another
+    /// object than the one known (replaced behind our back); that one is removed instead.
+    fn evict(&mut self, old: AuthKey) -> Result<bool, TpmError> {
         self.auth_key_changing();
         let raw = self.settings.auth_key_handle();
         let owner_password = hierarchy_auth_bytes(&self.settings.owner_auth);
-        if self.bus.channel().is_some() {
+        if let Some(ch) = self.bus.channel() {
             // The session's HMAC covers the object's name.
-            let known = self.auth_key_name(object)?;
-            let ch = self.bus.channel().ok_or_else(no_channel)?;
+            let known = old.name;
             let mut removed = ch.evict_control(&owner_password, raw, &known, raw)?;
             let mut replaced = false;
             if removed.as_ref().is_err_and(super::is_auth_failure) {
@@ -336,13 +356,15 @@ impl Device {
                 }
             }
             removed.map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (remove)"))?;
-            // The main context still has the object it knew at that handle: forget it there too.
-            let mut gone = object;
-            if let Err(e) = self.ctx.tr_close(&mut gone) {
-                log::debug!("closing the evicted auth key's handle: {}", super::error::describe(&e));
+            // The main context may still have the object it knew at that handle: forget it there.
+            if let Some(mut gone) = old.esys {
+                if let Err(e) = self.ctx.tr_close(&mut gone) {
+                    log::debug!("closing the evicted auth key's handle: {}", super::error::describe(&e));
+                }
             }
             return Ok(replaced);
         }
+        let object = old.esys.ok_or_else(|| TpmError::Unexpected("no ESYS handle for the auth key".into()))?;
         let handle = persistent(raw)?;
         let owner = self.bus.auth(&mut self.ctx, Use::Auth)?;
         self.ctx
@@ -353,8 +375,8 @@ impl Device {
         Ok(false)
     }
 
-    /// Persists the `loaded` key at the auth key handle.
-    fn persist(&mut self, loaded: &Loaded) -> Result<(), TpmError> {
+    /// Persists the `loaded` key at the auth key handle; returns it as now known there.
+    fn persist(&mut self, loaded: &Loaded) -> Result<AuthKey, TpmError> {
         self.auth_key_changing();
         let raw = self.settings.auth_key_handle();
         let owner_password = hierarchy_auth_bytes(&self.settings.owner_auth);
@@ -362,17 +384,21 @@ impl Device {
             Loaded::Channel { object, name } => {
                 let ch = self.bus.channel().ok_or_else(no_channel)?;
                 ch.evict_control(&owner_password, *object, name, raw)?
-                    .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (persist)"))
+                    .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (persist)"))?;
+                Ok(AuthKey { name: name.clone(), esys: None })
             }
             Loaded::Context(object) => {
                 let handle = persistent(raw)?;
                 let owner = self.bus.auth(&mut self.ctx, Use::Auth)?;
-                self.ctx
+                // ESYS gives the persistent object a handle of its own, name and all.
+                let persisted = self
+                    .ctx
                     .execute_with_session(Some(owner), |c| {
                         c.evict_control(Provision::Owner, (*object).into(), Persistent::Persistent(handle))
                     })
                     .map_err(|e| hierarchy_auth_error(e, "owner", "TPM2_EvictControl (persist)"))?;
-                Ok(())
+                let name = self.ctx.tr_get_name(persisted).during("Esys_TR_GetName")?.value().to_vec();
+                Ok(AuthKey { name, esys: Some(persisted) })
             }
         }
     }
@@ -383,7 +409,7 @@ impl Device {
     pub(super) fn recover_auth_key(&mut self) -> Result<(), TpmError> {
         let Some(next) = self.store.read(Slot::Next)? else { return Ok(()) };
         match self.find_auth_key()? {
-            Some(object) if self.read_public(KeyHandle::from(object))? == next.public => {
+            Some(found) if found.name == object_name(&next.public_bytes()?) => {
                 log::warn!("finishing an auth key swap interrupted by a crash");
                 self.finish_swap()
             }
@@ -397,6 +423,7 @@ impl Device {
                 let r = self.persist(&loaded);
                 self.unload(loaded);
                 r?;
+                // The daemon reads the handle again once the recovery is done.
                 self.finish_swap()
             }
         }

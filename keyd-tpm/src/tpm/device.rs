@@ -26,13 +26,22 @@ pub struct TpmKeys {
     pub storage_root_key: Vec<u8>,
 }
 
+/// The persistent auth key as the daemon last read or persisted it.
+pub(super) struct AuthKey {
+    /// nameAlg || SHA-256(public area): what a session's HMAC over a command on it covers.
+    pub name: Vec<u8>,
+    /// The main context's ESYS handle of it; none when it was persisted through the session
+    /// channel, whose commands need only its name.
+    pub esys: Option<ObjectHandle>,
+}
+
 pub struct Device {
     pub(super) ctx: Context,
     pub(super) settings: TpmSettings,
     pub(super) ek: KeyHandle,
     pub(super) srk: KeyHandle,
-    /// ESYS handle of the persistent auth key, if one is there.
-    pub(super) auth_key: Option<ObjectHandle>,
+    /// The persistent auth key, if one is there.
+    pub(super) auth_key: Option<AuthKey>,
     pub(super) store: AuthKeyStore,
     pub(super) loaded: LoadedObjects,
     /// The salted session secret-bearing and hierarchy-authorized commands run with.
@@ -119,19 +128,16 @@ impl Device {
         tpm2b_public(&mut self.ctx, key)
     }
 
-    /// The ESYS handle of the persistent auth key, if the TPM has one.
-    pub(super) fn find_auth_key(&mut self) -> Result<Option<ObjectHandle>, TpmError> {
+    /// The persistent auth key, if the TPM has one, read now.
+    pub(super) fn find_auth_key(&mut self) -> Result<Option<AuthKey>, TpmError> {
         let handle = self.settings.auth_key_handle();
         if !super::persistent_exists(&mut self.ctx, handle)? {
             return Ok(None);
         }
-        self.auth_key_object().map(Some)
-    }
-
-    /// The ESYS handle of the persistent auth key, known to be there (one TPM2_ReadPublic).
-    pub(super) fn auth_key_object(&mut self) -> Result<ObjectHandle, TpmError> {
-        let handle = TpmHandle::Persistent(primaries::persistent(self.settings.auth_key_handle())?);
-        self.ctx.tr_from_tpm_public(handle).during("TPM2_ReadPublic (TR_FromTPMPublic)")
+        let handle = TpmHandle::Persistent(primaries::persistent(handle)?);
+        let object = self.ctx.tr_from_tpm_public(handle).during("TPM2_ReadPublic (TR_FromTPMPublic)")?;
+        let name = self.ctx.tr_get_name(object).during("Esys_TR_GetName")?.value().to_vec();
+        Ok(Some(AuthKey { name, esys: Some(object) }))
     }
 
     /// The object at the auth key's persistent handle is about to change: the sequence context

@@ -418,6 +418,19 @@ impl Channel {
         Ok(Ok(first_secret(r, "TPM2_HMAC")?))
     }
 
+    /// TPM2_HMAC (SHA-256) with the object at `handle`, whose authValue is empty, by password:
+    /// for the auth key, whose answer (a SAS signature) is no secret; no name needed.
+    pub fn hmac_password(&mut self, handle: u32, data: &[u8]) -> Answer<Vec<u8>> {
+        let mut p = Vec::new();
+        put_tpm2b(&mut p, data);
+        put_u16(&mut p, wire::ALG_SHA256);
+        let r = match self.run("TPM2_HMAC", CC_HMAC, &[(handle, &[])], p, &[Auth::Password], 0)? {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(Ok(Reader::new(&r.parameters).tpm2b().ok_or_else(|| malformed("TPM2_HMAC"))?.to_vec()))
+    }
+
     /// TPM2_GetRandom, its answer encrypted (the session authorizes nothing here).
     pub fn get_random(&mut self, n: u16) -> Answer<Zeroizing<Vec<u8>>> {
         let mut p = Vec::new();
