@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmarks against release builds. Figures are ratios against a reference measured in
 # the same run (the raw TPM operation on the same swtpm), because these machines are noisy; with
-# upstream's release build in ../shared/upstream (or AZIOT_UPSTREAM_DIR), bench-tpmd runs
-# upstream's aziot-tpmd side by side in the same run. The output ends with one line per figure:
+# upstream's release build in ../shared/upstream (or AZIOT_UPSTREAM_DIR), bench-tpmd and
+# bench-keyd run upstream's aziot-tpmd and aziot-keyd side by side in the same run. The output ends with one line per figure:
 # `NAME ours X upstream Y raw Z` ("-" where a column does not apply or was not measured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ out="$scratch/output"
   # Every swtpm command is a TCP connection (the swtpm TCTI connects per command) that stays in
   # TIME_WAIT for a minute; 1000 requests per phase (~12k connections over three operations)
   # keeps this run well inside the ephemeral port range.
-  "$target/bench-keyd" "$target/keyd-tpm" "${2:-1000}"
+  "$target/bench-keyd" "$target/keyd-tpm" "${2:-1000}" "$upstream"
   echo
   "$target/bench-identityd" "$target/keyd-tpm" "$target/iot-emulator" "$target/identityd-dps" "${3:-5}" "${4:-20}"
   echo

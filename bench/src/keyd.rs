@@ -5,7 +5,10 @@
 //! machine. The raw phases run while the daemon is stopped, so both use the TPM's few object
 //! slots alone; a second raw phase after the socket phases brackets the drift.
 //!
-//! Usage: bench-keyd <path to keyd-tpm binary> [requests per phase]
+//! Given upstream's release dir, upstream's aziot-keyd (its file-key engine, libaziot_keys.so)
+//! answers the same requests in the same run, one client, with keys it made itself.
+//!
+//! Usage: bench-keyd <path to keyd-tpm binary> [requests per phase] [upstream release dir]
 
 mod stats;
 
@@ -101,6 +104,7 @@ fn main() {
         .next()
         .map(|s| s.parse().expect("requests"))
         .unwrap_or(1000);
+    let upstream_dir = args.next().map(PathBuf::from).filter(|d| d.join("aziotd").is_file());
 
     let tpm = Swtpm::start();
     let work = tempfile::tempdir().unwrap();
@@ -146,6 +150,22 @@ fn main() {
         .map(|(op, object)| raw_phase(&tpm, *op, object, n))
         .collect();
 
+    // Upstream's keyd: its own dir and keys (files, no TPM), one client per operation.
+    let upstream: Option<Vec<Summary>> = upstream_dir.map(|up| {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = start_upstream(&up, dir.path());
+        let socket = dir.path().join("keyd.sock");
+        runtime.block_on(create_keys(&socket));
+        let handles = runtime.block_on(load_handles(&socket));
+        let phases = Op::ALL
+            .iter()
+            .zip(&handles)
+            .map(|(op, handle)| runtime.block_on(socket_phase(&socket, *op, handle, n, 1)))
+            .collect();
+        stop(daemon);
+        phases
+    });
+
     println!("keyd-tpm Keys Service benchmark (swtpm, {n} requests per phase; raw = the same TPM command on the same key object through tss-esapi, password session, no daemon)");
     println!("Ratios are against the better of the two raw phases (lower p50, higher ops/s), so noise counts against keyd-tpm.");
     println!();
@@ -173,6 +193,9 @@ fn main() {
         row("keyd.sock, 1 client", &over_socket[i].0);
         row("keyd.sock, 16 clients", &over_socket[i].1);
         row("raw tss-esapi, again after", &raw_again[i]);
+        if let Some(up) = &upstream {
+            row("upstream aziot-keyd (file keys), 1 client", &up[i]);
+        }
         errors += 2 * n - over_socket[i].0.count - over_socket[i].1.count;
     }
     println!();
@@ -191,7 +214,8 @@ fn main() {
     println!();
     for (i, figure) in ["keyd-sign-HMAC", "keyd-sign-ECDSA-P256", "keyd-RSA-2048"].iter().enumerate() {
         let best_raw = raw[i].p50.min(raw_again[i].p50);
-        println!("FIGURE {figure}-p50-us ours {:.0} upstream - raw {:.0}", us(over_socket[i].0.p50), us(best_raw));
+        let up = upstream.as_ref().map(|u| format!("{:.0}", us(u[i].p50))).unwrap_or_else(|| "-".into());
+        println!("FIGURE {figure}-p50-us ours {:.0} upstream {up} raw {:.0}", us(over_socket[i].0.p50), us(best_raw));
     }
 }
 
@@ -233,6 +257,42 @@ fn start_daemon(bin: &Path, tpm: &Swtpm, dir: &Path) -> ChildGuard {
             started.elapsed() < Duration::from_secs(30),
             "keyd-tpm did not start"
         );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child
+}
+
+/// Upstream's aziot-keyd from its release dir `up`, with its state and socket in `dir`.
+fn start_upstream(up: &Path, dir: &Path) -> ChildGuard {
+    let up = std::fs::canonicalize(up).unwrap();
+    let config = dir.join("keyd.toml");
+    let socket = dir.join("keyd.sock");
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[aziot_keys]\nhomedir_path = \"{}\"\n[endpoints]\naziot_keyd = \"unix://{}\"\n",
+            dir.join("keys").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    // The multi-call binary picks its service by the name it runs as.
+    let link = dir.join("aziot-keyd");
+    std::os::unix::fs::symlink(up.join("aziotd"), &link).unwrap();
+    let mut command = Command::new(link);
+    command
+        .env("AZIOT_KEYD_CONFIG", &config)
+        .env("AZIOT_KEYD_CONFIG_DIR", dir.join("none"))
+        .env("LD_LIBRARY_PATH", &up)
+        .env("AZIOT_LOG", "warn")
+        .env_remove("LISTEN_FDS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let started = Instant::now();
+    let child = ChildGuard::spawn(command).expect("start upstream aziot-keyd");
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "upstream aziot-keyd did not start");
         std::thread::sleep(Duration::from_millis(1));
     }
     child
