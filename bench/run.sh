@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the benchmarks against release builds. Figures are ratios against a reference measured in
 # the same run (the raw TPM operation on the same swtpm), because these machines are noisy; with
-# upstream's release build in ../shared/upstream (or AZIOT_UPSTREAM_DIR), bench-tpmd and
-# bench-keyd run upstream's aziot-tpmd and aziot-keyd side by side in the same run. The output ends with one line per figure:
+# upstream's release build in ../shared/upstream (or AZIOT_UPSTREAM_DIR), bench-tpmd,
+# bench-keyd and bench-identityd run upstream's aziot-tpmd, aziot-keyd and aziot-identityd side
+# by side in the same run. The output ends with one line per figure:
 # `NAME ours X upstream Y raw Z` ("-" where a column does not apply or was not measured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ out="$scratch/output"
   # keeps this run well inside the ephemeral port range.
   "$target/bench-keyd" "$target/keyd-tpm" "${2:-1000}" "$upstream"
   echo
-  "$target/bench-identityd" "$target/keyd-tpm" "$target/iot-emulator" "$target/identityd-dps" "${3:-5}" "${4:-20}"
+  "$target/bench-identityd" "$target/keyd-tpm" "$target/iot-emulator" "$target/identityd-dps" "${3:-5}" "${4:-20}" "$upstream"
   echo
   # Parameter encryption: every secret-bearing operation with the session channel, with ESYS's
   # sessions and without encryption, alternating in one run (TPM owner level, no daemon).

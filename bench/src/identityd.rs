@@ -8,7 +8,11 @@
 //! * module identity create and get latency over identityd.sock (each a round trip to the hub
 //!   plus key derivation in the Keys Service).
 //!
-//! Usage: bench-identityd <keyd-tpm> <iot-emulator> <identityd-dps> [first boots] [modules]
+//! Given upstream's release dir, upstream's aziot-identityd makes the same first boots and
+//! restarts in the same run, on the same keyd-tpm (a drop-in for upstream's keyd and tpmd), so
+//! only the identity services differ.
+//!
+//! Usage: bench-identityd <keyd-tpm> <iot-emulator> <identityd-dps> [first boots] [modules] [upstream dir]
 
 #[allow(dead_code)] // shared with the other benchmarks
 mod stats;
@@ -26,40 +30,25 @@ const UPSTREAM_FIRST_POLL: Duration = Duration::from_secs(5);
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: bench-identityd <keyd-tpm> <iot-emulator> <identityd-dps> [first boots] [modules]";
+    let usage = "usage: bench-identityd <keyd-tpm> <iot-emulator> <identityd-dps> [first boots] [modules] [upstream dir]";
     let keyd_bin = PathBuf::from(args.next().expect(usage));
     let emulator_bin = PathBuf::from(args.next().expect(usage));
     let identityd_bin = PathBuf::from(args.next().expect(usage));
     let boots: usize = args.next().map(|s| s.parse().expect("first boots")).unwrap_or(5);
     let modules: usize = args.next().map(|s| s.parse().expect("modules")).unwrap_or(20);
+    let upstream_dir = args.next().map(PathBuf::from).filter(|d| d.join("aziotd").is_file());
 
     let tpm = Swtpm::start();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let _keyd = start_keyd(&keyd_bin, &tpm, dir);
     let (_emulator, ready) = start_emulator(&emulator_bin, dir);
-    enroll(dir, &ready);
+    let registration_id = enroll(dir, &ready);
+    let ours = Identityd::Ours(identityd_bin.clone());
+    let (first_boot, first_boot_cpu, restart, restart_cpu) = boots_and_restarts(&ours, dir, &ready, &registration_id, boots);
+    let upstream = upstream_dir.map(|up| boots_and_restarts(&Identityd::Upstream(up), dir, &ready, &registration_id, boots));
 
-    // Wall time to the device identity, and identityd-dps's CPU time (user + system) by then.
-    let mut first_boot = Vec::new();
-    let mut first_boot_cpu = Vec::new();
-    for _ in 0..boots {
-        let _ = std::fs::remove_dir_all(dir.join("identityd"));
-        let (child, t) = start_identityd(&identityd_bin, dir, &ready);
-        first_boot.push(t);
-        first_boot_cpu.push(Duration::from_secs_f64(cpu_time(child.id())));
-        stop(child);
-    }
-    let mut restart = Vec::new();
-    let mut restart_cpu = Vec::new();
-    for _ in 0..boots {
-        let (child, t) = start_identityd(&identityd_bin, dir, &ready);
-        restart.push(t);
-        restart_cpu.push(Duration::from_secs_f64(cpu_time(child.id())));
-        stop(child);
-    }
-
-    let (identityd, _) = start_identityd(&identityd_bin, dir, &ready);
+    let (identityd, _) = start_identityd(&ours, dir, &ready, &registration_id);
     let socket = dir.join("identityd.sock");
     let mut create = Vec::new();
     let started = Instant::now();
@@ -92,12 +81,21 @@ fn main() {
     println!("identityd-dps benchmark (swtpm, keyd-tpm, iot-emulator with no injected delay; {boots} boots, {modules} modules)");
     println!("| what | median ms | min ms | max ms |");
     println!("|---|---|---|---|");
-    for (name, samples) in [
+    let mut rows = vec![
         ("first-boot provisioning (start → device identity)", &first_boot),
         ("identityd-dps CPU time by then (first boot)", &first_boot_cpu),
         ("restart from backup (no DPS)", &restart),
         ("identityd-dps CPU time by then (restart)", &restart_cpu),
-    ] {
+    ];
+    if let Some((boot, boot_cpu, again, again_cpu)) = &upstream {
+        rows.extend([
+            ("upstream aziot-identityd first boot (start → device identity)", boot),
+            ("upstream aziot-identityd CPU time by then (first boot)", boot_cpu),
+            ("upstream aziot-identityd restart", again),
+            ("upstream aziot-identityd CPU time by then (restart)", again_cpu),
+        ]);
+    }
+    for (name, samples) in rows {
         let min = samples.iter().min().copied().unwrap_or_default();
         let max = samples.iter().max().copied().unwrap_or_default();
         println!("| {name} | {:.0} | {:.0} | {:.0} |", ms(median(samples.clone())), ms(min), ms(max));
@@ -118,10 +116,52 @@ fn main() {
         UPSTREAM_FIRST_POLL.as_secs_f64() / boot.as_secs_f64()
     );
     println!();
-    println!("FIGURE identityd-first-boot-ms ours {:.0} upstream - raw -", ms(boot));
-    println!("FIGURE identityd-restart-from-backup-ms ours {:.0} upstream - raw -", ms(median(restart.clone())));
-    println!("FIGURE identityd-cpu-first-boot-ms ours {:.0} upstream - raw -", ms(median(first_boot_cpu)));
-    println!("FIGURE identityd-cpu-restart-ms ours {:.0} upstream - raw -", ms(median(restart_cpu)));
+    let up = |pick: &dyn Fn(&Samples) -> &Vec<Duration>| {
+        upstream.as_ref().map(|u| format!("{:.0}", ms(median(pick(u).clone())))).unwrap_or_else(|| "-".into())
+    };
+    println!("FIGURE identityd-first-boot-ms ours {:.0} upstream {} raw -", ms(boot), up(&|u| &u.0));
+    println!("FIGURE identityd-restart-from-backup-ms ours {:.0} upstream {} raw -", ms(median(restart.clone())), up(&|u| &u.2));
+    println!("FIGURE identityd-cpu-first-boot-ms ours {:.0} upstream {} raw -", ms(median(first_boot_cpu)), up(&|u| &u.1));
+    println!("FIGURE identityd-cpu-restart-ms ours {:.0} upstream {} raw -", ms(median(restart_cpu)), up(&|u| &u.3));
+}
+
+/// First boots and restarts: wall times to the device identity, and CPU times by then.
+type Samples = (Vec<Duration>, Vec<Duration>, Vec<Duration>, Vec<Duration>);
+
+/// `boots` first boots (an empty homedir each time), then `boots` restarts on the last one's
+/// state; the wall time to the device identity and the daemon's CPU time (user + system) then.
+fn boots_and_restarts(which: &Identityd, dir: &Path, ready: &Value, registration_id: &str, boots: usize) -> Samples {
+    let mut samples: Samples = Default::default();
+    for first in [true, false] {
+        for _ in 0..boots {
+            if first {
+                let _ = std::fs::remove_dir_all(which.homedir(dir));
+            }
+            let (child, t) = start_identityd(which, dir, ready, registration_id);
+            let cpu = Duration::from_secs_f64(cpu_time(child.id()));
+            let (wall, cpus) = if first { (&mut samples.0, &mut samples.1) } else { (&mut samples.2, &mut samples.3) };
+            wall.push(t);
+            cpus.push(cpu);
+            stop(child);
+        }
+    }
+    samples
+}
+
+/// Which identity service runs.
+enum Identityd {
+    Ours(PathBuf),
+    /// Upstream's release dir (`aziotd` and the libraries it loads).
+    Upstream(PathBuf),
+}
+
+impl Identityd {
+    fn homedir(&self, dir: &Path) -> PathBuf {
+        match self {
+            Identityd::Ours(_) => dir.join("identityd"),
+            Identityd::Upstream(_) => dir.join("upstream-identityd"),
+        }
+    }
 }
 
 fn call(socket: &Path, method: &str, path: &str, body: Option<Value>) -> testkit::http::Response {
@@ -204,8 +244,8 @@ fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// Enrolls the TPM's EK through the emulator's DPS service API.
-fn enroll(dir: &Path, ready: &Value) {
+/// Enrolls the TPM's EK through the emulator's DPS service API; returns the registration ID.
+fn enroll(dir: &Path, ready: &Value) -> String {
     let keys = testkit::http::request(&dir.join("tpmd.sock"), "GET", "/get_tpm_keys?api-version=2020-09-01", None).unwrap();
     let ek = keys.json()["endorsement_key"].as_str().unwrap().to_owned();
     let registration_id = aziot_tpm_common::registration_id(&aziot_tpm_common::from_b64(&ek).unwrap());
@@ -236,18 +276,22 @@ fn enroll(dir: &Path, ready: &Value) {
         ))
         .unwrap();
     assert!(r.status.is_success(), "enrollment failed: {} {}", r.status, r.text());
+    registration_id
 }
 
-/// Starts identityd-dps and returns it with the time until the device identity is served.
-fn start_identityd(bin: &Path, dir: &Path, ready: &Value) -> (ChildGuard, Duration) {
+/// Starts the identity service and returns it with the time until the device identity is
+/// served. Upstream's opens its socket only once provisioned, trusts only OpenSSL's default
+/// store (SSL_CERT_FILE) and needs `registration_id`; the same file serves both.
+fn start_identityd(which: &Identityd, dir: &Path, ready: &Value, registration_id: &str) -> (ChildGuard, Duration) {
     std::fs::write(
         dir.join("identityd.toml"),
         format!(
             "hostname = \"bench\"\nhomedir = \"{home}\"\n[provisioning]\nsource = \"dps\"\nglobal_endpoint = \"{dps}\"\n\
-             scope_id = \"{scope}\"\n[provisioning.attestation]\nmethod = \"tpm\"\n[cloud]\ntrust_bundle = \"{ca}\"\n\
+             scope_id = \"{scope}\"\n[provisioning.attestation]\nmethod = \"tpm\"\nregistration_id = \"{registration_id}\"\n\
+             [cloud]\ntrust_bundle = \"{ca}\"\n\
              [endpoints]\naziot_identityd = \"unix://{d}/identityd.sock\"\naziot_keyd = \"unix://{d}/keyd.sock\"\n\
-             aziot_tpmd = \"unix://{d}/tpmd.sock\"\n",
-            home = dir.join("identityd").display(),
+             aziot_tpmd = \"unix://{d}/tpmd.sock\"\naziot_certd = \"unix://{d}/certd.sock\"\n",
+            home = which.homedir(dir).display(),
             dps = ready["dps_endpoint"].as_str().unwrap(),
             scope = ready["id_scope"].as_str().unwrap(),
             ca = ready["ca_pem"].as_str().unwrap(),
@@ -256,7 +300,22 @@ fn start_identityd(bin: &Path, dir: &Path, ready: &Value) -> (ChildGuard, Durati
     )
     .unwrap();
     let socket = dir.join("identityd.sock");
-    let mut command = Command::new(bin);
+    let _ = std::fs::remove_file(&socket);
+    std::fs::create_dir_all(which.homedir(dir)).unwrap();
+    let mut command = match which {
+        Identityd::Ours(bin) => Command::new(bin),
+        Identityd::Upstream(up) => {
+            // The multi-call binary picks its service by the name it runs as.
+            let up = std::fs::canonicalize(up).unwrap();
+            let link = dir.join("aziot-identityd");
+            if !link.exists() {
+                std::os::unix::fs::symlink(up.join("aziotd"), &link).unwrap();
+            }
+            let mut c = Command::new(link);
+            c.env("LD_LIBRARY_PATH", &up).env("SSL_CERT_FILE", ready["ca_pem"].as_str().unwrap());
+            c
+        }
+    };
     command
         .env("AZIOT_IDENTITYD_CONFIG", dir.join("identityd.toml"))
         .env("AZIOT_IDENTITYD_CONFIG_DIR", dir.join("none"))
@@ -264,14 +323,14 @@ fn start_identityd(bin: &Path, dir: &Path, ready: &Value) -> (ChildGuard, Durati
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     let started = Instant::now();
-    let mut child = ChildGuard::spawn(command).expect("start identityd-dps");
-    wait_socket(&socket, &mut child, "identityd-dps");
+    let mut child = ChildGuard::spawn(command).expect("start the identity service");
+    wait_socket(&socket, &mut child, "the identity service");
     loop {
         let r = call(&socket, "POST", "/identities/device", Some(json!({"type": "aziot"})));
         if r.status == 200 {
             return (child, started.elapsed());
         }
-        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert!(matches!(r.status, 503 | 404), "{} {}", r.status, String::from_utf8_lossy(&r.body));
         assert!(started.elapsed() < Duration::from_secs(60), "not provisioned: {}", r.message());
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -26,7 +26,9 @@ pub fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// User + system CPU seconds of process `pid` so far.
+/// CPU seconds of process `pid` so far: the larger of its threads' run time in nanoseconds
+/// (`/proc/PID/task/*/schedstat`, live threads only) and the kernel's user + system time in
+/// clock ticks (`/proc/PID/stat`, 10 ms steps, exited threads included).
 #[allow(dead_code)] // not every benchmark measures CPU
 pub fn cpu_time(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -40,5 +42,13 @@ pub fn cpu_time(pid: u32) -> f64 {
         .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
         .unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    let from_ticks = ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let nanos: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    from_ticks.max(nanos as f64 / 1e9)
 }
