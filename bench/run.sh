@@ -33,6 +33,9 @@ out="$scratch/output"
   # Parameter encryption: every secret-bearing operation with the session channel, with ESYS's
   # sessions and without encryption, alternating in one run (TPM owner level, no daemon).
   "$target/bench-session" "${5:-200}"
+  echo
+  # The key store: creating keys, and signing in turn with more keys than the TPM has slots.
+  "$target/bench-keystore" "$target/keyd-tpm" "${6:-1000}"
 } | tee "$out"
 echo
 echo "Figures (NAME ours X upstream Y raw Z; µs or ms as the name says):"

@@ -10,6 +10,7 @@
 //!
 //! Usage: bench-keyd <path to keyd-tpm binary> [requests per phase] [upstream release dir]
 
+mod keyd_daemon;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -19,23 +20,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use keyd_daemon::{call, flush_transient_objects, start_daemon, stop, stored_object, API, SRK};
 use stats::{cpu_time, us, Summary};
 use testkit::{ChildGuard, Swtpm};
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
-use tss_esapi::constants::CapabilityType;
 use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    CapabilityData, Data, Digest, HashcheckTicket, MaxBuffer, Private, Public, PublicKeyRsa,
+    Data, Digest, HashcheckTicket, MaxBuffer, Private, Public, PublicKeyRsa,
     RsaDecryptionScheme, SignatureScheme,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
-use tss_esapi::traits::UnMarshall;
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 
-const API: &str = "api-version=2021-05-01";
-const SRK: u32 = 0x8100_0001;
 const MESSAGE_LEN: usize = 64;
 
 /// The three operations: how to ask keyd-tpm, and how to run the same TPM command raw.
@@ -219,49 +217,6 @@ fn main() {
     }
 }
 
-fn start_daemon(bin: &Path, tpm: &Swtpm, dir: &Path) -> ChildGuard {
-    let (tpmd_config, keyd_config) = (dir.join("tpmd.toml"), dir.join("keyd.toml"));
-    let (tpmd_socket, keyd_socket) = (dir.join("tpmd.sock"), dir.join("keyd.sock"));
-    std::fs::write(
-        &tpmd_config,
-        format!(
-            "tcti = \"{}\"\nhomedir = \"{}\"\n[endpoints]\naziot_tpmd = \"unix://{}\"\n",
-            tpm.tcti(),
-            dir.join("tpmd").display(),
-            tpmd_socket.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        &keyd_config,
-        format!(
-            "max_requests = 32\n[aziot_keys]\nhomedir_path = \"{}\"\n[endpoints]\naziot_keyd = \"unix://{}\"\n",
-            dir.join("keys").display(),
-            keyd_socket.display()
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(bin);
-    command
-        .env("AZIOT_TPMD_CONFIG", &tpmd_config)
-        .env("AZIOT_TPMD_CONFIG_DIR", dir.join("none"))
-        .env("AZIOT_KEYD_CONFIG", &keyd_config)
-        .env("AZIOT_KEYD_CONFIG_DIR", dir.join("none"))
-        .env("AZIOT_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let started = Instant::now();
-    let child = ChildGuard::spawn(command).expect("start keyd-tpm");
-    while std::os::unix::net::UnixStream::connect(&keyd_socket).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "keyd-tpm did not start"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    child
-}
-
 /// Upstream's aziot-keyd from its release dir `up`, with its state and socket in `dir`.
 fn start_upstream(up: &Path, dir: &Path) -> ChildGuard {
     let up = std::fs::canonicalize(up).unwrap();
@@ -296,34 +251,6 @@ fn start_upstream(up: &Path, dir: &Path) -> ChildGuard {
         std::thread::sleep(Duration::from_millis(1));
     }
     child
-}
-
-/// SIGTERM and wait, so the daemon flushes the objects it had loaded.
-fn stop(mut daemon: ChildGuard) {
-    daemon.signal(libc::SIGTERM);
-    assert!(
-        daemon.wait_timeout(Duration::from_secs(15)).is_some(),
-        "keyd-tpm did not stop on SIGTERM"
-    );
-}
-
-async fn call(
-    client: &aziot_http::UdsClient,
-    method: aziot_http::Method,
-    path: &str,
-    body: Option<&Value>,
-) -> Value {
-    let body = body.map(|b| aziot_http::Bytes::from(b.to_string().into_bytes()));
-    let (status, body) = client
-        .request(method, &format!("{path}?{API}"), body)
-        .await
-        .expect("request");
-    assert!(
-        status.is_success(),
-        "{path}: {status} {}",
-        String::from_utf8_lossy(&body)
-    );
-    serde_json::from_slice(&body).unwrap_or(Value::Null)
 }
 
 async fn create_keys(socket: &Path) {
@@ -410,31 +337,6 @@ async fn socket_phase(socket: &Path, op: Op, handle: &str, n: usize, clients: us
     Summary::of(samples, started.elapsed())
 }
 
-/// The public and private areas of `id`'s TPM object, from the daemon's `.tpmkey` file.
-fn stored_object(keys_dir: &Path, id: &str) -> (Public, Private) {
-    let stem: String = id.chars().filter(char::is_ascii_alphanumeric).collect();
-    let path = std::fs::read_dir(keys_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            name.starts_with(&format!("{stem}-")) && name.ends_with(".tpmkey")
-        })
-        .unwrap_or_else(|| panic!("no key file for {id} in {}", keys_dir.display()));
-    let record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let object = if record["type"] == "key" {
-        &record["hmac"]
-    } else {
-        &record["object"]
-    };
-    let field =
-        |name: &str| aziot_tpm_common::from_b64(object[name].as_str().expect(name)).unwrap();
-    (
-        Public::unmarshall(&field("public")).unwrap(),
-        Private::try_from(field("private")).unwrap(),
-    )
-}
-
 /// The reference: the same command straight through tss-esapi, the key loaded once.
 fn raw_phase(tpm: &Swtpm, op: Op, (public, private): &(Public, Private), n: usize) -> Summary {
     let mut ctx = tss_esapi::Context::new(TctiNameConf::from_str(&tpm.tcti()).unwrap()).unwrap();
@@ -489,26 +391,6 @@ fn raw_phase(tpm: &Swtpm, op: Op, (public, private): &(Public, Private), n: usiz
     let summary = Summary::of(samples, started.elapsed());
     ctx.flush_context(key.into()).unwrap();
     summary
-}
-
-/// Flushes transient objects a stopped daemon left loaded (it flushes them on exit only if its
-/// TPM owner thread finishes before the process does), so the raw phase has the TPM's slots.
-fn flush_transient_objects(ctx: &mut tss_esapi::Context) {
-    const TRANSIENT_FIRST: u32 = 0x8000_0000;
-    let Ok((CapabilityData::Handles(list), _)) =
-        ctx.get_capability(CapabilityType::Handles, TRANSIENT_FIRST, 64)
-    else {
-        return;
-    };
-    for raw in list
-        .iter()
-        .map(|h| u32::from(*h))
-        .filter(|raw| raw >> 24 == TRANSIENT_FIRST >> 24)
-    {
-        if let Ok(object) = TpmHandle::try_from(raw).and_then(|h| ctx.tr_from_tpm_public(h)) {
-            let _ = ctx.flush_context(object);
-        }
-    }
 }
 
 fn rss_kib(pid: u32) -> u64 {

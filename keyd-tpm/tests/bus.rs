@@ -312,3 +312,62 @@ fn after_a_tpm_clear_a_new_session_key_is_made_under_the_new_srk() {
     let r = d.keyd_post("/key", &json!({ "keyId": "after-clear", "keyBytes": null, "usage": "encrypt" }));
     assert_eq!(r.status, 200, "{}\n{}", String::from_utf8_lossy(&r.body), d.log());
 }
+
+/// The TPM commands the tap saw since it was last cleared, by name.
+fn command_names(tap: &BusTap) -> Vec<String> {
+    tap.commands().iter().map(|(c, _)| c.name()).collect()
+}
+
+#[test]
+fn signing_in_turn_with_more_keys_than_slots_reloads_saved_contexts_and_a_create_keeps_the_handle_key() {
+    std::env::set_var("TSS2_LOG", "all+none");
+    let tpm = Swtpm::start();
+    let tap = BusTap::start(&tpm);
+    let mut d = Daemon::start(&tpm);
+    d.tcti = tap.tcti();
+    d.spawn().expect("keyd-tpm through the tap");
+
+    // Five imported HMAC keys, more than keyd-tpm keeps loaded: each sign in turn needs its key
+    // loaded again.
+    let keys: Vec<(Vec<u8>, String)> = (0..5u8)
+        .map(|i| {
+            let bytes = vec![0x40 + i; 32];
+            let r = d.keyd_post("/key", &json!({ "keyId": format!("turn-{i}"), "keyBytes": b64(&bytes), "usage": "sign" }));
+            assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+            (bytes, r.json()["keyHandle"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let sign_each = |round: u8| {
+        for (bytes, handle) in &keys {
+            let message = [round; 48];
+            let r = d.keyd_post(
+                "/sign",
+                &json!({ "keyHandle": handle, "algorithm": "HMAC-SHA256", "parameters": { "message": b64(&message) } }),
+            );
+            assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+            assert_eq!(unb64(&r.json()["signature"]), hmac_sha256(bytes, &message), "round {round}");
+        }
+    };
+    sign_each(0);
+    sign_each(1);
+    tap.clear();
+    sign_each(2);
+    let names = command_names(&tap);
+    let count = |name: &str| names.iter().filter(|n| *n == name).count();
+    assert_eq!(count("TPM2_HMAC"), keys.len(), "{names:?}");
+    assert_eq!(count("TPM2_Load"), 0, "keys flushed before were loaded from their wrapped objects again: {names:?}");
+    assert!(count("TPM2_ContextLoad") >= keys.len() - 2, "{names:?}");
+    assert_eq!(count("TPM2_ContextSave"), 0, "contexts are saved once, at a key's first flush: {names:?}");
+
+    // New keys: after the first, each is TPM2_Create and the handle's MAC, the handle key kept
+    // loaded (a create used to flush every loaded object first).
+    for i in 0..3 {
+        tap.clear();
+        let r = d.keyd_post("/key", &json!({ "keyId": format!("made-here-{i}"), "keyBytes": null, "usage": "sign" }));
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+        let names = command_names(&tap);
+        if i > 0 {
+            assert_eq!(names, ["TPM2_Create", "TPM2_HMAC"], "create {i}");
+        }
+    }
+}

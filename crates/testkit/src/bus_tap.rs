@@ -301,6 +301,8 @@ fn command_info(code: u32) -> Option<(&'static str, usize)> {
         0x15C => ("SequenceUpdate", 1),
         0x15D => ("Sign", 1),
         0x15E => ("Unseal", 1),
+        0x161 => ("ContextLoad", 0),
+        0x162 => ("ContextSave", 1),
         0x165 => ("FlushContext", 0),
         0x167 => ("LoadExternal", 0),
         0x169 => ("NV_ReadPublic", 1),

@@ -149,9 +149,10 @@ impl Device {
             .transpose()
             .map_err(|_| TpmError::InvalidKey("key material is too long for a TPM object".into()))?;
         let srk = self.srk;
-        self.make_room()?;
         // Key bytes are the first parameter (TPM2B_SENSITIVE_CREATE): encrypted on the bus.
-        if let (Some(ch), Some(_)) = (self.bus.channel(), &sensitive) {
+        if self.bus.channel().is_some() && sensitive.is_some() {
+            self.make_room()?;
+            let ch = self.bus.channel().ok_or_else(|| TpmError::Unexpected("no session channel".into()))?;
             let template = public.marshall().map_err(|e| TpmError::Unexpected(format!("cannot marshal a template: {e}")))?;
             let (public, private) = ch.create(&template, data)?.during("TPM2_Create")?;
             return Ok(KeyObject { kind, public, private });
@@ -160,10 +161,19 @@ impl Device {
             Some(_) => self.bus.auth(&mut self.ctx, Use::Decrypt)?,
             None => AuthSession::Password,
         };
-        let created = self
+        // The new object needs one slot while it is made: the most recently used cached objects
+        // (the handle key among them) stay loaded unless the TPM has no slot left.
+        self.make_room_for_one();
+        let mut created = self
             .ctx
-            .execute_with_session(Some(session), |c| c.create(srk, public, None, sensitive, None, None))
-            .during("TPM2_Create")?;
+            .execute_with_session(Some(session), |c| c.create(srk, public.clone(), None, sensitive.clone(), None, None));
+        if matches!(&created, Err(tss_esapi::Error::Tss2Error(rc)) if rc.kind() == Some(Tss2ResponseCodeKind::ObjectMemory)) {
+            self.make_room()?;
+            created = self
+                .ctx
+                .execute_with_session(Some(session), |c| c.create(srk, public, None, sensitive, None, None));
+        }
+        let created = created.during("TPM2_Create")?;
         Ok(KeyObject {
             kind,
             public: created

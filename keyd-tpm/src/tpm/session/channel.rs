@@ -273,6 +273,11 @@ impl Channel {
         Ok(self.run("TPM2_FlushContext", CC_FLUSH_CONTEXT, &[], p, &[], 0)?.map(drop))
     }
 
+    /// How many TPM object slots this connection holds (0 or 1).
+    pub fn objects_loaded(&self) -> usize {
+        usize::from(self.loaded.is_some())
+    }
+
     /// Flushes the cached loaded object (the TPM has few slots).
     pub fn make_room(&mut self) {
         if let Some(l) = self.loaded.take() {

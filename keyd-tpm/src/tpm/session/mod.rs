@@ -198,6 +198,14 @@ impl BusSession {
         }
     }
 
+    /// How many TPM object slots the channel holds (0 or 1).
+    pub fn objects_loaded(&self) -> usize {
+        match &self.mode {
+            Mode::Channel(ch) => ch.objects_loaded(),
+            _ => 0,
+        }
+    }
+
     /// Frees the TPM object slot the channel holds.
     pub fn make_room(&mut self) {
         if let Mode::Channel(ch) = &mut self.mode {
