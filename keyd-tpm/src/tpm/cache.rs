@@ -1,8 +1,8 @@
 //! Loaded key objects. A TPM without a resource manager has about three object slots, and a
 //! persistent key (SRK, auth key) needs one while in use, so at most `CAPACITY` key objects stay
 //! loaded, counting the one the session channel may hold: the least recently used is flushed to
-//! make room. Commands that need slots of their own
-//! (import, the auth-key swap, sequences) call `make_room` first; a create needs one slot.
+//! make room. Commands that need slots of their own (import, the auth-key swap, sequences) call
+//! `make_room` first; a create flushes only enough for its one new object.
 //!
 //! An object is context-saved the first time it is flushed, and loaded again from that context
 //! (`TPM2_ContextLoad`, which checks the context's integrity) rather than from its wrapped
