@@ -153,12 +153,14 @@ name = "demo-admin"
 TOML
 env -u AZIOT_DPS_CONNECTION_STRING "$bin/identityd-dps" 2>"$work/identityd.log" &
 pids+=($!)
+wait_for_socket "$work/run/identityd.sock" "$work/identityd.log"
+# Only now: until the backgrounded shell has exec'd the daemon, /proc/<pid>/environ is the
+# shell's, which has the connection string.
 for pid in "${pids[@]: -2}"; do
   if tr '\0' '\n' <"/proc/$pid/environ" | grep -q '^AZIOT_DPS_CONNECTION_STRING='; then
     fail "a daemon (pid $pid) was started with the DPS connection string in its environment"
   fi
 done
-wait_for_socket "$work/run/identityd.sock" "$work/identityd.log"
 provisioned=no
 for _ in $(seq 1 600); do
   if "$bin/aziot-tpm" status >/dev/null 2>&1; then provisioned=yes; break; fi
