@@ -31,7 +31,7 @@ pub enum ClientError {
         path_and_query: String,
         source: hyper::http::Error,
     },
-    #[error("HTTP error talking to {path}: {source}")]
+    #[error("{}", describe_http_error(path, source))]
     Http { path: PathBuf, source: hyper::Error },
     #[error("no response from {path} within {after:?}")]
     Timeout { path: PathBuf, after: Duration },
@@ -42,6 +42,23 @@ pub enum ClientError {
         status: StatusCode,
         source: serde_json::Error,
     },
+}
+
+/// A socket that accepts a connection and closes it without an answer is, with socket
+/// activation, a service that systemd could not start: say that rather than hyper's
+/// "connection error".
+fn describe_http_error(path: &Path, source: &hyper::Error) -> String {
+    let reset = std::error::Error::source(source)
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .is_some_and(|e| matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe));
+    if source.is_incomplete_message() || reset {
+        format!(
+            "{} accepted the connection and closed it without an answer (with socket activation: the service behind it is failing to start)",
+            path.display()
+        )
+    } else {
+        format!("HTTP error talking to {}: {source}", path.display())
+    }
 }
 
 pub struct UdsClient {
@@ -219,6 +236,32 @@ mod tests {
     fn error_message_prefers_the_message_field() {
         assert_eq!(error_message(br#"{"message":"not found"}"#), "not found");
         assert_eq!(error_message(b"plain"), "plain");
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_closes_without_an_answer_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        // Accepts, reads a little, closes: what a socket-activated unit whose service fails does.
+        let closing = dir.path().join("closing.sock");
+        let listener = tokio::net::UnixListener::bind(&closing).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 16];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+            }
+        });
+        // Never accepts, then goes away with the connection in its backlog.
+        let backlog = dir.path().join("backlog.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&backlog).unwrap();
+        let client = UdsClient::new(&backlog);
+        let pending = tokio::spawn(async move { client.request(Method::GET, "/x", None).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(listener);
+        for e in [UdsClient::new(&closing).request(Method::GET, "/x", None).await.unwrap_err(), pending.await.unwrap().unwrap_err()] {
+            let text = e.to_string();
+            assert!(text.contains("accepted the connection and closed it without an answer"), "{text}");
+            assert!(text.contains("failing to start"), "{text}");
+        }
     }
 
     #[tokio::test]
