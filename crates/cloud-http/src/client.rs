@@ -224,9 +224,8 @@ impl Client {
         };
         let _ = tcp.set_nodelay(true);
 
-        // into_ssl turns on hostname verification, by IP address when the host is one, and SNI
-        // for DNS names.
-        let ssl = self.trust.connector()?.configure()?.into_ssl(&target.host)?;
+        // Host name verification, by IP address when the host is one, and SNI for DNS names.
+        let ssl = self.trust.ssl(&target.host)?;
         let mut stream = SslStream::new(ssl, tcp)?;
         if let Err(e) = Pin::new(&mut stream).connect().await {
             let verify = stream.ssl().verify_result();

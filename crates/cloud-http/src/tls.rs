@@ -1,15 +1,23 @@
-//! The OpenSSL client context: which roots are trusted, TLS 1.2 as the floor, made when the
-//! first connection needs it. Hostname (or IP
-//! address) verification is switched on per connection in `client.rs` through
-//! `ConnectConfiguration::into_ssl`.
+//! The OpenSSL client context: which roots are trusted, TLS 1.2 as the floor, peer and host
+//! name (or IP address) verification, made when the first connection needs it; and the `Ssl`
+//! of each connection.
+//!
+//! It is the context openssl's `SslConnector` makes (the same options, mode, cipher list and
+//! per-connection SNI and host check), built here because `SslConnector::builder` always loads
+//! OpenSSL's default verify paths, which parses every root of the system bundle (about 25 ms of
+//! CPU) into a store this client then replaces with its own.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use std::ffi::{c_char, CStr};
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVersion};
+use openssl::ssl::{
+    Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode, SslOptions, SslVerifyMode, SslVersion,
+};
 use openssl::x509::store::{X509Lookup, X509StoreBuilder};
+use openssl::x509::verify::X509CheckFlags;
 use openssl::x509::X509;
 
 use crate::Error;
@@ -23,13 +31,12 @@ pub(crate) struct Roots {
 }
 
 /// The trusted roots, read: the configured bundles parsed (so a bad one fails at start), the
-/// system store and the OpenSSL context left for the first connection. Loading the system
-/// store costs tens of milliseconds of CPU, which a start that needs no TLS (identityd
-/// restarting from its backup) never has to pay.
+/// system store and the OpenSSL context left for the first connection. A start that needs no
+/// TLS (identityd restarting from its backup) never pays for them.
 pub(crate) struct Trust {
     system: bool,
     certs: Vec<X509>,
-    connector: OnceLock<SslConnector>,
+    context: OnceLock<SslContext>,
 }
 
 impl Trust {
@@ -43,22 +50,52 @@ impl Trust {
             let label = PathBuf::from(format!("<in-memory PEM #{i}>"));
             certs.extend(parse_bundle(pem).map_err(|reason| ca_error(&label, reason))?);
         }
-        Ok(Self { system: roots.system, certs, connector: OnceLock::new() })
+        Ok(Self { system: roots.system, certs, context: OnceLock::new() })
+    }
+
+    /// A connection's TLS state for `host` (a DNS name or an IP address): the peer's chain is
+    /// verified against the roots and must name `host`; a DNS name is sent as SNI.
+    pub fn ssl(&self, host: &str) -> Result<Ssl, Error> {
+        let mut ssl = Ssl::new(self.context()?)?;
+        let ip = host.parse::<IpAddr>().ok();
+        if ip.is_none() {
+            ssl.set_hostname(host)?;
+        }
+        let param = ssl.param_mut();
+        param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
+        match ip {
+            Some(ip) => param.set_ip(ip)?,
+            None => param.set_host(host)?,
+        }
+        Ok(ssl)
     }
 
     /// The OpenSSL client context, made at the first call.
-    pub fn connector(&self) -> Result<&SslConnector, Error> {
-        if let Some(connector) = self.connector.get() {
-            return Ok(connector);
+    fn context(&self) -> Result<&SslContext, Error> {
+        if let Some(context) = self.context.get() {
+            return Ok(context);
         }
-        let made = connector(self.system, &self.certs)?;
+        let made = context(self.system, &self.certs)?;
         // Two first requests at once may both make one; either serves.
-        Ok(self.connector.get_or_init(|| made))
+        Ok(self.context.get_or_init(|| made))
     }
 }
 
-fn connector(system: bool, certs: &[X509]) -> Result<SslConnector, Error> {
-    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+fn context(system: bool, certs: &[X509]) -> Result<SslContext, Error> {
+    let mut builder = SslContextBuilder::new(SslMethod::tls_client())?;
+    let mut options = SslOptions::ALL
+        | SslOptions::NO_COMPRESSION
+        | SslOptions::NO_SSLV2
+        | SslOptions::NO_SSLV3
+        | SslOptions::SINGLE_DH_USE
+        | SslOptions::SINGLE_ECDH_USE;
+    options &= !SslOptions::DONT_INSERT_EMPTY_FRAGMENTS;
+    builder.set_options(options);
+    builder.set_mode(
+        SslMode::AUTO_RETRY | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::ENABLE_PARTIAL_WRITE | SslMode::RELEASE_BUFFERS,
+    );
+    builder.set_cipher_list("DEFAULT:!aNULL:!eNULL:!MD5:!3DES:!DES:!RC4:!IDEA:!SEED:!aDSS:!SRP:!PSK")?;
+    builder.set_verify(SslVerifyMode::PEER);
     builder.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     let mut store = X509StoreBuilder::new()?;
     if system {
@@ -74,7 +111,7 @@ fn connector(system: bool, certs: &[X509]) -> Result<SslConnector, Error> {
 /// The system's roots, as OpenSSL's default paths give them, but read lazily where that costs
 /// nothing: when the default certificate directory (or `SSL_CERT_DIR`) holds hashed links, as
 /// Debian's `update-ca-certificates` makes, the store looks each issuer up there during
-/// verification and the bundle file (every root, parsed at once: ~25 ms of CPU) is left alone.
+/// verification and the bundle file (every root, parsed at once) is left alone.
 /// Otherwise, or when `SSL_CERT_FILE` names a file, it is OpenSSL's `set_default_paths`.
 fn add_system_roots(store: &mut X509StoreBuilder) -> Result<(), Error> {
     // SAFETY: these OpenSSL functions take nothing and return static C strings.

@@ -117,6 +117,17 @@ async fn the_certificate_must_name_the_host_connected_to() {
         .await
         .unwrap();
     assert_eq!(r.status, StatusCode::OK);
+
+    // Issued for another name (and no address): the name asked for must be the one it names.
+    let other = common::server(&[], &["other.example.test"], Mode::Echo).await;
+    let err = client_trusting(&other)
+        .request(Method::GET, &format!("https://{NAME}:{}/", other.port), &[], Vec::new())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Tls { reason, .. } => assert!(reason.contains("certificate verification failed"), "{reason}"),
+        other => panic!("want a TLS error, got {other}"),
+    }
 }
 
 #[tokio::test]
