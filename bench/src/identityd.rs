@@ -16,6 +16,7 @@
 
 #[allow(dead_code)] // shared with the other benchmarks
 mod stats;
+mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,7 +37,7 @@ fn main() {
     let identityd_bin = PathBuf::from(args.next().expect(usage));
     let boots: usize = args.next().map(|s| s.parse().expect("first boots")).unwrap_or(5);
     let modules: usize = args.next().map(|s| s.parse().expect("modules")).unwrap_or(20);
-    let upstream_dir = args.next().map(PathBuf::from).filter(|d| d.join("aziotd").is_file());
+    let upstream_dir = upstream::dir(args.next());
 
     let tpm = Swtpm::start();
     let work = tempfile::tempdir().unwrap();
@@ -305,14 +306,8 @@ fn start_identityd(which: &Identityd, dir: &Path, ready: &Value, registration_id
     let mut command = match which {
         Identityd::Ours(bin) => Command::new(bin),
         Identityd::Upstream(up) => {
-            // The multi-call binary picks its service by the name it runs as.
-            let up = std::fs::canonicalize(up).unwrap();
-            let link = dir.join("aziot-identityd");
-            if !link.exists() {
-                std::os::unix::fs::symlink(up.join("aziotd"), &link).unwrap();
-            }
-            let mut c = Command::new(link);
-            c.env("LD_LIBRARY_PATH", &up).env("SSL_CERT_FILE", ready["ca_pem"].as_str().unwrap());
+            let mut c = upstream::command(up, "aziot-identityd", dir);
+            c.env("SSL_CERT_FILE", ready["ca_pem"].as_str().unwrap());
             c
         }
     };

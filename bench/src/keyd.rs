@@ -12,15 +12,16 @@
 
 mod keyd_daemon;
 mod stats;
+mod upstream;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
-use keyd_daemon::{call, flush_transient_objects, start_daemon, stop, stored_object, API, SRK};
+use keyd_daemon::{call, flush_transient_objects, start_daemon, stop, stored_object, wait_for, API, SRK};
 use stats::{cpu_time, us, Summary};
 use testkit::{ChildGuard, Swtpm};
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
@@ -102,7 +103,7 @@ fn main() {
         .next()
         .map(|s| s.parse().expect("requests"))
         .unwrap_or(1000);
-    let upstream_dir = args.next().map(PathBuf::from).filter(|d| d.join("aziotd").is_file());
+    let upstream_dir = upstream::dir(args.next());
 
     let tpm = Swtpm::start();
     let work = tempfile::tempdir().unwrap();
@@ -219,7 +220,6 @@ fn main() {
 
 /// Upstream's aziot-keyd from its release dir `up`, with its state and socket in `dir`.
 fn start_upstream(up: &Path, dir: &Path) -> ChildGuard {
-    let up = std::fs::canonicalize(up).unwrap();
     let config = dir.join("keyd.toml");
     let socket = dir.join("keyd.sock");
     std::fs::create_dir_all(dir.join("keys")).unwrap();
@@ -232,24 +232,15 @@ fn start_upstream(up: &Path, dir: &Path) -> ChildGuard {
         ),
     )
     .unwrap();
-    // The multi-call binary picks its service by the name it runs as.
-    let link = dir.join("aziot-keyd");
-    std::os::unix::fs::symlink(up.join("aziotd"), &link).unwrap();
-    let mut command = Command::new(link);
+    let mut command = upstream::command(up, "aziot-keyd", dir);
     command
         .env("AZIOT_KEYD_CONFIG", &config)
         .env("AZIOT_KEYD_CONFIG_DIR", dir.join("none"))
-        .env("LD_LIBRARY_PATH", &up)
         .env("AZIOT_LOG", "warn")
-        .env_remove("LISTEN_FDS")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    let started = Instant::now();
     let child = ChildGuard::spawn(command).expect("start upstream aziot-keyd");
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "upstream aziot-keyd did not start");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for(&socket, "upstream aziot-keyd");
     child
 }
 

@@ -49,16 +49,18 @@ pub fn start_daemon(bin: &Path, tpm: &Swtpm, dir: &Path) -> ChildGuard {
         .env("AZIOT_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    let started = Instant::now();
     let child = ChildGuard::spawn(command).expect("start keyd-tpm");
-    while std::os::unix::net::UnixStream::connect(&keyd_socket).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "keyd-tpm did not start"
-        );
+    wait_for(&keyd_socket, "keyd-tpm");
+    child
+}
+
+/// Until `socket` accepts a connection (30 s at most).
+pub fn wait_for(socket: &Path, what: &str) {
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what} did not start");
         std::thread::sleep(Duration::from_millis(1));
     }
-    child
 }
 
 /// SIGTERM and wait, so the daemon flushes the objects it had loaded.

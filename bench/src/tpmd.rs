@@ -9,6 +9,7 @@
 //! Usage: bench-tpmd <path to keyd-tpm binary> [requests per phase] [upstream release dir]
 
 mod stats;
+mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,7 +34,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let daemon_bin = PathBuf::from(args.next().expect("usage: bench-tpmd <keyd-tpm binary> [requests] [upstream dir]"));
     let n: usize = args.next().map(|s| s.parse().expect("requests")).unwrap_or(2000);
-    let upstream_dir = args.next().map(PathBuf::from).filter(|d| d.join("aziotd").is_file());
+    let upstream_dir = upstream::dir(args.next());
 
     let tpm = Swtpm::start();
     let work = tempfile::tempdir().unwrap();
@@ -168,17 +169,7 @@ fn start_daemon(which: &Impl, tpm: &Swtpm, dir: &Path) -> (ChildGuard, Duration)
     let _ = std::fs::remove_file(&socket);
     let mut command = match which {
         Impl::Ours(bin) => Command::new(bin),
-        Impl::Upstream(up) => {
-            // The multi-call binary picks its service by the name it runs as.
-            let up = std::fs::canonicalize(up).unwrap();
-            let link = dir.join("aziot-tpmd");
-            if !link.exists() {
-                std::os::unix::fs::symlink(up.join("aziotd"), &link).unwrap();
-            }
-            let mut c = Command::new(link);
-            c.env("LD_LIBRARY_PATH", up);
-            c
-        }
+        Impl::Upstream(up) => upstream::command(up, "aziot-tpmd", dir),
     };
     command
         .env("AZIOT_TPMD_CONFIG", &config)
