@@ -109,34 +109,31 @@ impl Device {
         let private = Private::try_from(key.private.clone())
             .map_err(|e| TpmError::InvalidKey(format!("stored private area does not parse: {e}")))?;
         let srk = self.srk;
-        let attempt = |ctx: &mut Context| {
+        self.with_room(|ctx| {
             ctx.execute_with_session(Some(AuthSession::Password), |c| c.load(srk, private.clone(), public.clone()))
-        };
-        match attempt(&mut self.ctx) {
-            Ok(h) => Ok(h),
-            Err(e) => {
-                let error = CommandError::esapi("TPM2_Load", e);
-                if error.kind != Some(Tss2ResponseCodeKind::ObjectMemory) {
-                    return Err(load_error(error));
-                }
-                // Someone else holds slots (no resource manager): free ours and try once more.
-                self.make_room()?;
-                attempt(&mut self.ctx).map_err(|e| load_error(CommandError::esapi("TPM2_Load", e)))
-            }
+        })?
+        .map_err(|e| load_error(CommandError::esapi("TPM2_Load", e)))
+    }
+
+    /// Runs the TPM command `op`; if the TPM has no object slot left (someone else holds slots:
+    /// no resource manager), frees ours and runs it once more.
+    pub(super) fn with_room<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Context) -> tss_esapi::Result<T>,
+    ) -> Result<tss_esapi::Result<T>, TpmError> {
+        let result = op(&mut self.ctx);
+        if !matches!(&result, Err(e) if is_out_of_object_memory(e)) {
+            return Ok(result);
         }
+        self.make_room()?;
+        Ok(op(&mut self.ctx))
     }
 
     /// The object saved as `id`, loaded from its context; `None` if there is no context or the
     /// TPM no longer takes it (it is then forgotten).
     fn load_saved_context(&mut self, id: &[u8; 32]) -> Option<KeyHandle> {
         let context = self.loaded.saved.get(id)?;
-        let mut result = self.ctx.context_load(context.clone());
-        if matches!(&result, Err(tss_esapi::Error::Tss2Error(rc)) if rc.kind() == Some(Tss2ResponseCodeKind::ObjectMemory)) {
-            // Someone else holds slots (no resource manager): free ours and try once more.
-            self.make_room().ok()?;
-            result = self.ctx.context_load(context);
-        }
-        match result {
+        match self.with_room(|ctx| ctx.context_load(context.clone())).ok()? {
             Ok(handle) => Some(KeyHandle::from(handle)),
             Err(e) => {
                 log::debug!("a saved key object context no longer loads ({}); loading the object itself", super::error::describe(&e));
@@ -187,6 +184,11 @@ fn load_error(error: CommandError) -> TpmError {
     } else {
         TpmError::Command(error)
     }
+}
+
+/// Whether a command failed because the TPM has no object slot left.
+pub(super) fn is_out_of_object_memory(error: &tss_esapi::Error) -> bool {
+    matches!(error, tss_esapi::Error::Tss2Error(rc) if rc.kind() == Some(Tss2ResponseCodeKind::ObjectMemory))
 }
 
 /// Whether a failed TPM2_Load refused the blob itself (not made under this SRK, or altered),

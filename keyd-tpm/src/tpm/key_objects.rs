@@ -23,12 +23,12 @@ use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 use zeroize::Zeroizing;
 
+use super::cache::is_out_of_object_memory;
 use super::device::Device;
 use super::error::{Context as _, TpmError};
 use super::keys::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, Secret};
 use super::sequence::SequenceKey;
 use super::session::{Answer, Channel, Use};
-use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 
 /// HMAC keys longer than SHA-256's block are replaced by their hash, exactly as HMAC itself
 /// does, so any length can be imported and still gives the same MACs.
@@ -164,16 +164,11 @@ impl Device {
         // The new object needs one slot while it is made: the most recently used cached objects
         // (the handle key among them) stay loaded unless the TPM has no slot left.
         self.make_room_for_one();
-        let mut created = self
-            .ctx
-            .execute_with_session(Some(session), |c| c.create(srk, public.clone(), None, sensitive.clone(), None, None));
-        if matches!(&created, Err(tss_esapi::Error::Tss2Error(rc)) if rc.kind() == Some(Tss2ResponseCodeKind::ObjectMemory)) {
-            self.make_room()?;
-            created = self
-                .ctx
-                .execute_with_session(Some(session), |c| c.create(srk, public, None, sensitive, None, None));
-        }
-        let created = created.during("TPM2_Create")?;
+        let created = self
+            .with_room(|ctx| {
+                ctx.execute_with_session(Some(session), |c| c.create(srk, public.clone(), None, sensitive.clone(), None, None))
+            })?
+            .during("TPM2_Create")?;
         Ok(KeyObject {
             kind,
             public: created
@@ -440,7 +435,7 @@ impl Device {
         for attempt in 0..2 {
             let ch = self.bus.channel().ok_or_else(|| TpmError::Unexpected("no session channel".into()))?;
             match ch.with_loaded(&key.public, &key.private, &op)? {
-                Err(tss_esapi::Error::Tss2Error(rc)) if attempt == 0 && rc.kind() == Some(Tss2ResponseCodeKind::ObjectMemory) => {
+                Err(e) if attempt == 0 && is_out_of_object_memory(&e) => {
                     self.make_room()?;
                 }
                 other => return other.during(command),
