@@ -66,7 +66,7 @@ fn main() {
     let raw_create_load = raw_create(&mut ctx, srk, keys, true);
     let raw_rotation = raw_signs(&mut ctx, srk, &objects, false);
     let raw_contexts = raw_context_signs(&mut ctx, srk, &objects);
-    let raw_hot = raw_signs(&mut ctx, srk, &vec![objects[0].clone(); keys], true);
+    let raw_hot = raw_signs(&mut ctx, srk, &objects, true);
     let fsync = fsyncs(&keys_dir, keys);
 
     println!("keyd-tpm key store benchmark (swtpm; {keys} HMAC keys created through POST /key, then HMAC-SHA256 /sign of 64 bytes with each in turn and with one; raw = tss-esapi on the same swtpm, password session, no daemon)");
