@@ -74,3 +74,55 @@ fn auth_keys_swap_and_restore_in_every_parameter_encryption_mode() {
         h.shutdown();
     }
 }
+
+/// Where jobs run: a one-command sign on an idle TPM runs on the caller's own thread once its
+/// kind has been seen to be quick; the first of its kind, and every one that finds other work
+/// under way (here another caller's long HMAC, sliced on the owner thread), waits for the owner thread. The
+/// answers are the same either way.
+#[test]
+fn quick_jobs_run_on_the_callers_thread_only_when_the_tpm_is_idle() {
+    let tpm = Swtpm::start();
+    let state = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let h = TpmHandle::start(settings(&tpm, state.path())).unwrap();
+    let keys = rt.block_on(h.get_tpm_keys()).unwrap();
+    let key = [7u8; 32];
+    let blob = dps_attestation::build_authentication_key(&keys.endorsement_key, &keys.storage_root_key, &key).unwrap();
+    rt.block_on(h.import_auth_key(blob)).unwrap();
+    let sign = |data: &[u8]| rt.block_on(h.sign_with_auth_key(data.to_vec())).unwrap();
+
+    let start = h.quick_runs();
+    assert_eq!(sign(b"first"), common::hmac_sha256(&key, b"first"));
+    let after_first = h.quick_runs();
+    assert_eq!((after_first.inline, after_first.queued), (start.inline, start.queued + 1), "the first sign of its kind goes to the owner thread");
+    for i in 0..20u8 {
+        assert_eq!(sign(&[i; 40]), common::hmac_sha256(&key, &[i; 40]));
+    }
+    let idle = h.quick_runs();
+    // A sign that took longer than the inline limit (a loaded machine) sends the next one to the
+    // owner thread, which measures again; most still run on the caller's thread.
+    let (inline, queued) = (idle.inline - after_first.inline, idle.queued - after_first.queued);
+    assert_eq!(inline + queued, 20);
+    assert!(inline >= 10, "signs on an idle TPM run on the caller's thread: {inline} of 20");
+
+    let long = vec![3u8; 2 << 20];
+    let expected_long = common::hmac_sha256(&key, &long);
+    let busy = {
+        let h = h.clone();
+        // Another caller's lane: jobs of one lane run in order, so ours would wait it out.
+        rt.spawn(keyd_tpm::tpm::in_lane(keyd_tpm::tpm::Lane::Tpmd(4242), async move { h.sign_with_auth_key(long).await }))
+    };
+    let mut signed_while_busy = 0u64;
+    while !busy.is_finished() {
+        assert_eq!(sign(b"meanwhile"), common::hmac_sha256(&key, b"meanwhile"));
+        signed_while_busy += 1;
+    }
+    assert_eq!(rt.block_on(busy).unwrap().unwrap(), expected_long);
+    let after = h.quick_runs();
+    assert!(signed_while_busy >= 3, "the long HMAC ended before the signs could be tried ({signed_while_busy})");
+    // The last sign may have started just as the long HMAC finished.
+    assert!(after.queued - idle.queued >= signed_while_busy - 1, "{signed_while_busy} signs during the long HMAC, {after:?} after {idle:?}");
+    h.shutdown();
+    let out = tpm.tpm2_ok("tpm2_getcap", &["handles-transient"], state.path());
+    assert!(String::from_utf8_lossy(&out).trim().is_empty(), "{}", String::from_utf8_lossy(&out));
+}

@@ -29,7 +29,7 @@ pub use info::TpmInfo;
 pub use inspect::{inspect, Inspection};
 pub use error::{decode_rc, CommandError, TpmError};
 pub use keys::{KeyObject, KeyPairAlgorithm, ObjectKind, PublicKey, Secret};
-pub use owner::{in_lane, Lane, TpmHandle};
+pub use owner::{in_lane, Lane, QuickRuns, TpmHandle};
 pub use session::{test_hierarchy_password, ParameterEncryption};
 
 /// Turns libtss2's own logging off unless `TSS2_LOG` is set: its default writes WARNING and

@@ -1,19 +1,29 @@
-//! The TPM owner: one thread holds the [`Device`] and runs requests one at a time. Callers hold
-//! a [`TpmHandle`] and await replies; no lock is ever taken around the TPM. If the TPM stops
+//! The TPM owner: whoever holds the [`Owner`] (the open [`Device`]) runs TPM jobs, one at a
+//! time; callers hold a [`TpmHandle`] and get replies. No lock is ever held across the TPM: the
+//! owner is taken out of the shared state to run a job and put back after it. If the TPM stops
 //! answering (simulator restarted, device reset), the owner reopens it and retries the request
 //! once, so the daemon survives without a restart.
 //!
-//! Fairness: every request waits in the queue of its [`Lane`] (the API and the caller's uid),
-//! and the owner takes the lanes in turn, one job each. A long HMAC runs in slices (see
-//! `sequence`) and goes to the back of the line between them while others wait, so the
-//! device's own signing never starves behind one caller's bulk work.
+//! Where a job runs: a short job (one or a few commands, see [`Quick`]) that finds the TPM idle
+//! and nobody waiting runs at once on the caller's own thread, so a lone request costs no
+//! hand-off between threads (two thread wake-ups, about as long as the TPM command itself on a
+//! software TPM). Every other job waits in the queue of its [`Lane`] (the API and the caller's
+//! uid) for the owner thread, which takes the lanes in turn, one job each. A long HMAC runs in
+//! slices (see `sequence`) and goes to the back of the line between them while others wait, so
+//! the device's own signing never starves behind one caller's bulk work. A kind of quick job
+//! whose last run took longer than [`INLINE_LIMIT`] (a slow discrete TPM) goes to the owner
+//! thread too, and so does the first job of each kind (its time is not known yet), so a
+//! caller's async worker is never blocked for long.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tss_esapi::structures::MaxBuffer;
 
 use super::device::{Device, TpmKeys};
@@ -25,6 +35,9 @@ use super::TpmSettings;
 
 /// How many requests may wait for the TPM before callers get `TpmError::Busy` (HTTP 503).
 const QUEUE_DEPTH: usize = 4096;
+
+/// A quick job runs on its caller's thread only while its kind's last run took less than this.
+pub const INLINE_LIMIT: Duration = Duration::from_millis(2);
 
 /// Whose request a TPM job is: jobs of one lane run in order, lanes take turns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,8 +64,29 @@ fn current_lane() -> Lane {
     LANE.try_with(|lane| *lane).unwrap_or(Lane::Daemon)
 }
 
+/// The short jobs that may run on their caller's thread: one TPM command on an object that is
+/// usually loaded already (a load and a flush when it is not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Quick {
+    TpmKeys,
+    AuthKeyHmac,
+    KeyHmac,
+    KeyHmacSecret,
+    Unseal,
+    Ecdsa,
+    Rsa,
+}
+
+impl Quick {
+    const COUNT: usize = 7;
+}
+
+/// Sends a job's result to its caller. The owner thread calls it only after it has put the
+/// owner back, so a caller that goes on with its next request finds the TPM idle.
+type Reply = Box<dyn FnOnce() + Send>;
+
 enum Job {
-    Once(Box<dyn FnOnce(&mut Owner) + Send>),
+    Once(Box<dyn FnOnce(&mut Owner) -> Reply + Send>),
     /// Runs in slices until it says it is done.
     Sliced(Box<dyn Sliced>),
 }
@@ -62,19 +96,62 @@ trait Sliced: Send {
     fn slice(&mut self, owner: &mut Owner, others_waiting: &dyn Fn() -> bool) -> bool;
 }
 
-/// A cheap, cloneable way to reach the TPM owner.
+/// A cheap, cloneable way to reach the TPM owner. When the last clone is dropped, the owner
+/// thread finishes the jobs already queued and stops.
 #[derive(Clone)]
 pub struct TpmHandle {
-    jobs: mpsc::Sender<(Lane, Job)>,
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    shared: Arc<Shared>,
     /// The owner thread, taken by the first [`TpmHandle::shutdown`].
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for HandleInner {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
 }
 
 struct Owner {
     settings: TpmSettings,
     device: Option<Device>,
-    /// Set by the shutdown job: the thread stops after it.
-    stopping: bool,
+}
+
+// SAFETY: the device's TSS contexts (ESYS, TCTI, the session channel's connection) keep no
+// thread-local state; what they need is that one thread at a time uses them, and an `Owner` is
+// only ever reached through `Shared::state`, taken out by one thread at a time.
+unsafe impl Send for Owner {}
+
+/// What the callers and the owner thread share. The mutex guards bookkeeping only, never a
+/// TPM command.
+struct Shared {
+    state: Mutex<State>,
+    /// The owner thread waits here for a job and the owner.
+    wake: Condvar,
+    /// How long each kind of quick job took last time, in µs; `u64::MAX` until one has run.
+    last_run_us: [AtomicU64; Quick::COUNT],
+    /// Quick jobs run on their caller's thread, and quick jobs that went to the owner thread.
+    inline_runs: AtomicU64,
+    queued_runs: AtomicU64,
+}
+
+/// Where the owner's quick jobs (one-command signs, unseals, the TPM's keys) have run since it
+/// started: on their caller's thread, or queued for the owner thread (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuickRuns {
+    pub inline: u64,
+    pub queued: u64,
+}
+
+struct State {
+    lanes: Lanes,
+    /// The owner, when no job is running.
+    owner: Option<Owner>,
+    /// No new jobs: the handle was shut down or dropped.
+    closed: bool,
 }
 
 /// Jobs waiting, by lane, and the order in which lanes get their next turn.
@@ -82,6 +159,7 @@ struct Owner {
 struct Lanes {
     queues: HashMap<Lane, VecDeque<Job>>,
     turns: VecDeque<Lane>,
+    len: usize,
 }
 
 impl Lanes {
@@ -91,6 +169,7 @@ impl Lanes {
             self.turns.push_back(lane);
         }
         queue.push_back(job);
+        self.len += 1;
     }
 
     /// The next lane's first job.
@@ -103,6 +182,7 @@ impl Lanes {
         } else {
             self.turns.push_back(lane);
         }
+        self.len -= 1;
         Some((lane, job))
     }
 
@@ -113,6 +193,7 @@ impl Lanes {
             self.turns.push_back(lane);
         }
         queue.push_front(job);
+        self.len += 1;
     }
 
     fn is_empty(&self) -> bool {
@@ -120,12 +201,115 @@ impl Lanes {
     }
 }
 
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock is held cannot leave the queues half-updated (each change is
+        // one push or pop), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records how long a quick job of `kind` took (wherever it ran).
+    fn ran(&self, kind: Quick, took: Duration, inline: bool) {
+        let runs = if inline { &self.inline_runs } else { &self.queued_runs };
+        runs.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.last_run_us[kind as usize].store(us, Ordering::Relaxed);
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    /// Gives the owner back after a job; the owner thread takes over if jobs are waiting.
+    fn put_back(&self, owner: Owner) {
+        let mut state = self.lock();
+        state.owner = Some(owner);
+        if !state.lanes.is_empty() || state.closed {
+            self.wake.notify_all();
+        }
+    }
+
+    /// The owner thread: runs queued jobs, lanes in turn, until the handle is closed and the
+    /// queue is empty; then drops the owner, which flushes what the device loaded.
+    fn serve(&self) {
+        let mut state = self.lock();
+        loop {
+            if state.owner.is_some() {
+                if let Some((lane, job)) = state.lanes.pop() {
+                    let Some(mut owner) = state.owner.take() else { continue };
+                    drop(state);
+                    let (unfinished, reply) = run_job(&mut owner, job, &|| !self.lock().lanes.is_empty());
+                    state = self.lock();
+                    state.owner = Some(owner);
+                    if let Some(job) = unfinished {
+                        state.lanes.resume_later(lane, job);
+                    }
+                    if let Some(reply) = reply {
+                        drop(state);
+                        reply();
+                        state = self.lock();
+                    }
+                    continue;
+                }
+                if state.closed {
+                    let owner = state.owner.take();
+                    drop(state);
+                    drop(owner);
+                    return;
+                }
+            }
+            state = self.wake.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// Runs one job (one slice of a sliced one) with `owner`: the job back if it is not finished,
+/// or the reply to send once the owner is back. A job that panics loses its reply (its caller
+/// gets `OwnerGone`) and the device, which is opened again for the next job.
+fn run_job(owner: &mut Owner, job: Job, others_waiting: &dyn Fn() -> bool) -> (Option<Job>, Option<Reply>) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| match job {
+        Job::Once(job) => (None, Some(job(owner))),
+        Job::Sliced(mut job) => ((!job.slice(owner, others_waiting)).then_some(Job::Sliced(job)), None),
+    }));
+    outcome.unwrap_or_else(|_| {
+        log::error!("a TPM job panicked; the TPM is opened again for the next request");
+        owner.device = None;
+        (None, None)
+    })
+}
+
+/// The owner taken out for a job on the caller's thread, given back when dropped (also when
+/// the job panics: the device, possibly half way through a command, is then opened again).
+struct Borrowed<'a> {
+    shared: &'a Shared,
+    owner: Option<Owner>,
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        if let Some(mut owner) = self.owner.take() {
+            if std::thread::panicking() {
+                owner.device = None;
+            }
+            self.shared.put_back(owner);
+        }
+    }
+}
+
 impl TpmHandle {
     /// Opens the TPM (EK/SRK ensured, leftovers flushed, interrupted swaps finished) on a new
     /// owner thread. Fails if the TPM cannot be opened, so a daemon reports that at start.
     pub fn start(settings: TpmSettings) -> Result<Self, TpmError> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { lanes: Lanes::default(), owner: None, closed: false }),
+            wake: Condvar::new(),
+            last_run_us: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
+            inline_runs: AtomicU64::new(0),
+            queued_runs: AtomicU64::new(0),
+        });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (jobs, rx) = mpsc::channel::<(Lane, Job)>(QUEUE_DEPTH);
+        let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("tpm-owner".into())
             .spawn(move || {
@@ -136,18 +320,16 @@ impl TpmHandle {
                         return;
                     }
                 };
+                for_thread.lock().owner = Some(Owner { settings, device: Some(device) });
                 let _ = ready_tx.send(Ok(()));
-                let mut owner = Owner { settings, device: Some(device), stopping: false };
-                owner.serve(rx);
-                // Shut down (or every handle dropped). Requests still queued are dropped, so
-                // their callers get `OwnerGone`; dropping the device flushes what the context
-                // loaded, leaving the TPM's transient slots free for other users.
-                drop(owner);
+                // Until shut down (or every handle dropped). Dropping the device at the end
+                // flushes what the context loaded, leaving the TPM's transient slots free.
+                for_thread.serve();
                 log::debug!("TPM owner thread stopped");
             })
             .map_err(|e| TpmError::Unexpected(format!("cannot start the TPM owner thread: {e}")))?;
         ready_rx.recv().map_err(|_| TpmError::OwnerGone)??;
-        Ok(Self { jobs, thread: Arc::new(Mutex::new(Some(thread))) })
+        Ok(Self { inner: Arc::new(HandleInner { shared, thread: Mutex::new(Some(thread)) }) })
     }
 
     /// Stops the owner thread after the requests already queued and waits until it has flushed
@@ -155,10 +337,8 @@ impl TpmHandle {
     /// Blocking: call it outside the async runtime, after the servers have stopped. Later
     /// requests through any clone of this handle fail with `OwnerGone`.
     pub fn shutdown(self) {
-        let stop = Job::Once(Box::new(|owner: &mut Owner| owner.stopping = true));
-        // A closed queue means the thread has already stopped; the join below returns at once.
-        let _ = self.jobs.blocking_send((Lane::Daemon, stop));
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        self.inner.shared.close();
+        let thread = self.inner.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(thread) = thread {
             if thread.join().is_err() {
                 log::error!("the TPM owner thread panicked while stopping");
@@ -166,25 +346,89 @@ impl TpmHandle {
         }
     }
 
-    fn submit(&self, job: Job) -> Result<(), TpmError> {
-        self.jobs.try_send((current_lane(), job)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => TpmError::Busy,
-            mpsc::error::TrySendError::Closed(_) => TpmError::OwnerGone,
-        })
+    /// Where quick jobs have run so far (for tests and benchmarks).
+    pub fn quick_runs(&self) -> QuickRuns {
+        let shared = &self.inner.shared;
+        QuickRuns {
+            inline: shared.inline_runs.load(Ordering::Relaxed),
+            queued: shared.queued_runs.load(Ordering::Relaxed),
+        }
     }
 
-    /// Runs `op` on the owner thread and returns its result.
-    async fn call<T, F>(&self, op: F) -> Result<T, TpmError>
+    fn submit(&self, job: Job) -> Result<(), TpmError> {
+        let shared = &self.inner.shared;
+        let mut state = shared.lock();
+        if state.closed {
+            return Err(TpmError::OwnerGone);
+        }
+        if state.lanes.len >= QUEUE_DEPTH {
+            return Err(TpmError::Busy);
+        }
+        state.lanes.push_back(current_lane(), job);
+        if state.owner.is_some() {
+            shared.wake.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Runs `op` with the owner and returns its result: at once on this thread if `quick` is
+    /// set, the TPM is idle and nobody waits (see the module doc), else on the owner thread.
+    async fn call<T, F>(&self, quick: Option<Quick>, op: F) -> Result<T, TpmError>
     where
         T: Send + 'static,
         F: FnMut(&mut Device) -> Result<T, TpmError> + Send + 'static,
     {
-        let (reply, result) = oneshot::channel();
         let mut op = op;
+        if let Some(kind) = quick {
+            if let Ok(result) = self.try_inline(kind, &mut op) {
+                return result;
+            }
+        }
+        let (reply, result) = oneshot::channel();
+        let shared = Arc::clone(&self.inner.shared);
         self.submit(Job::Once(Box::new(move |owner: &mut Owner| {
-            let _ = reply.send(owner.run(&mut op));
+            let started = Instant::now();
+            let result = owner.run(&mut op);
+            if let Some(kind) = quick {
+                shared.ran(kind, started.elapsed(), false);
+            }
+            Box::new(move || {
+                let _ = reply.send(result);
+            })
         })))?;
         result.await.map_err(|_| TpmError::OwnerGone)?
+    }
+
+    /// Runs `op` here if the TPM is idle, nobody waits and `kind` has been quick; `Err(())`
+    /// when it must be queued instead.
+    fn try_inline<T>(
+        &self,
+        kind: Quick,
+        op: &mut dyn FnMut(&mut Device) -> Result<T, TpmError>,
+    ) -> Result<Result<T, TpmError>, ()> {
+        let shared = &*self.inner.shared;
+        if shared.last_run_us[kind as usize].load(Ordering::Relaxed) > INLINE_LIMIT.as_micros() as u64 {
+            return Err(());
+        }
+        let owner = {
+            let mut state = shared.lock();
+            if state.closed {
+                return Ok(Err(TpmError::OwnerGone));
+            }
+            if !state.lanes.is_empty() {
+                return Err(());
+            }
+            state.owner.take().ok_or(())?
+        };
+        let mut borrowed = Borrowed { shared, owner: Some(owner) };
+        let started = Instant::now();
+        let result = match borrowed.owner.as_mut() {
+            Some(owner) => owner.run(op),
+            None => Err(TpmError::OwnerGone),
+        };
+        shared.ran(kind, started.elapsed(), true);
+        drop(borrowed);
+        Ok(result)
     }
 
     /// HMAC-SHA256 of more than one TPM buffer of data, in slices (see `sequence`).
@@ -203,27 +447,27 @@ impl TpmHandle {
     }
 
     pub async fn get_tpm_keys(&self) -> Result<TpmKeys, TpmError> {
-        self.call(|d| d.tpm_keys()).await
+        self.call(Some(Quick::TpmKeys), |d| d.tpm_keys()).await
     }
 
     /// Manufacturer, firmware, persistent handles, EK certificate, auth key presence.
     pub async fn info(&self) -> Result<TpmInfo, TpmError> {
-        self.call(|d| d.info()).await
+        self.call(None, |d| d.info()).await
     }
 
     pub async fn import_auth_key(&self, blob: Vec<u8>) -> Result<(), TpmError> {
-        self.call(move |d| d.import_auth_key(&blob)).await
+        self.call(None, move |d| d.import_auth_key(&blob)).await
     }
 
     pub async fn restore_auth_key(&self) -> Result<(), TpmError> {
-        self.call(|d| d.restore_auth_key()).await
+        self.call(None, |d| d.restore_auth_key()).await
     }
 
     pub async fn sign_with_auth_key(&self, data: Vec<u8>) -> Result<Vec<u8>, TpmError> {
         if data.len() > MaxBuffer::MAX_SIZE {
             return self.long_hmac(|d| d.auth_key_sequence(), data).await;
         }
-        self.call(move |d| d.sign_with_auth_key(&data)).await
+        self.call(Some(Quick::AuthKeyHmac), move |d| d.sign_with_auth_key(&data)).await
     }
 }
 
@@ -231,23 +475,23 @@ impl TpmHandle {
 impl TpmHandle {
     /// A new HMAC-SHA256 key: generated inside the TPM (`None`) or made from the given bytes.
     pub async fn create_hmac_key(&self, bytes: Option<Secret>) -> Result<KeyObject, TpmError> {
-        self.call(move |d| d.create_hmac_key(bytes.as_deref().map(|b| &b[..]))).await
+        self.call(None, move |d| d.create_hmac_key(bytes.as_deref().map(|b| &b[..]))).await
     }
 
     /// A new sealed AES-256 key for AEAD: 32 bytes from the TPM's RNG (`None`) or the given bytes.
     pub async fn create_sealed_key(&self, bytes: Option<Secret>) -> Result<KeyObject, TpmError> {
-        self.call(move |d| d.create_sealed_key(bytes.as_deref().map(|b| &b[..]))).await
+        self.call(None, move |d| d.create_sealed_key(bytes.as_deref().map(|b| &b[..]))).await
     }
 
     /// A new key pair generated inside the TPM.
     pub async fn create_key_pair(&self, algorithm: KeyPairAlgorithm) -> Result<KeyObject, TpmError> {
-        self.call(move |d| d.create_key_pair(algorithm)).await
+        self.call(None, move |d| d.create_key_pair(algorithm)).await
     }
 
     /// Takes an existing private key (PKCS#8 DER, EC P-256 or RSA-2048; e.g. a key upstream's
     /// file backend left on disk) into the TPM.
     pub async fn import_key_pair(&self, pkcs8_der: Secret) -> Result<KeyObject, TpmError> {
-        self.call(move |d| d.import_key_pair(&pkcs8_der)).await
+        self.call(None, move |d| d.import_key_pair(&pkcs8_der)).await
     }
 
     /// HMAC-SHA256 with an `Hmac` object, any data length.
@@ -256,7 +500,7 @@ impl TpmHandle {
             super::key_objects::expect_kind(&key, ObjectKind::Hmac, "HMAC-SHA256")?;
             return self.long_hmac(move |_| Ok(super::key_objects::sequence_key(&key)), data).await;
         }
-        self.call(move |d| d.key_hmac(&key, &data)).await
+        self.call(Some(Quick::KeyHmac), move |d| d.key_hmac(&key, &data)).await
     }
 
     /// HMAC-SHA256 whose result is itself a secret (a derived key, a handle's MAC), so the TPM
@@ -266,23 +510,23 @@ impl TpmHandle {
         if data.len() > MaxBuffer::MAX_SIZE {
             return self.hmac(key, data).await;
         }
-        self.call(move |d| d.key_hmac_secret(&key, &data)).await
+        self.call(Some(Quick::KeyHmacSecret), move |d| d.key_hmac_secret(&key, &data)).await
     }
 
     /// The AES key of a `Sealed` object; zeroized when dropped.
     pub async fn unseal(&self, key: Arc<KeyObject>) -> Result<Secret, TpmError> {
-        self.call(move |d| d.unseal(&key)).await
+        self.call(Some(Quick::Unseal), move |d| d.unseal(&key)).await
     }
 
     /// ECDSA over the caller's digest with an `EcP256` object; DER ECDSA-Sig-Value.
     pub async fn ecdsa_sign(&self, key: Arc<KeyObject>, digest: Vec<u8>) -> Result<Vec<u8>, TpmError> {
-        self.call(move |d| d.ecdsa_sign(&key, &digest)).await
+        self.call(Some(Quick::Ecdsa), move |d| d.ecdsa_sign(&key, &digest)).await
     }
 
     /// The raw RSA private operation (block^d mod n) with an `Rsa2048` object; the block must be
     /// exactly the modulus length (callers pad).
     pub async fn rsa_private(&self, key: Arc<KeyObject>, block: Vec<u8>) -> Result<Vec<u8>, TpmError> {
-        self.call(move |d| d.rsa_private(&key, &block)).await
+        self.call(Some(Quick::Rsa), move |d| d.rsa_private(&key, &block)).await
     }
 }
 
@@ -335,37 +579,6 @@ impl Sliced for LongHmac {
 }
 
 impl Owner {
-    /// Takes jobs from `rx` into their lanes and runs them, lanes in turn, until the channel
-    /// closes or a shutdown job ran.
-    fn serve(&mut self, mut rx: mpsc::Receiver<(Lane, Job)>) {
-        let mut lanes = Lanes::default();
-        loop {
-            while let Ok((lane, job)) = rx.try_recv() {
-                lanes.push_back(lane, job);
-            }
-            let Some((lane, job)) = lanes.pop() else {
-                match rx.blocking_recv() {
-                    Some((lane, job)) => lanes.push_back(lane, job),
-                    None => break,
-                }
-                continue;
-            };
-            match job {
-                Job::Once(job) => job(self),
-                Job::Sliced(mut job) => {
-                    let others_waiting = || !lanes.is_empty() || !rx.is_empty();
-                    if !job.slice(self, &others_waiting) {
-                        lanes.resume_later(lane, Job::Sliced(job));
-                    }
-                }
-            }
-            if self.stopping {
-                break;
-            }
-        }
-        rx.close();
-    }
-
     fn run<T>(
         &mut self,
         op: &mut dyn FnMut(&mut Device) -> Result<T, TpmError>,
