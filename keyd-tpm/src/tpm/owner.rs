@@ -208,12 +208,23 @@ impl Shared {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records how long a quick job of `kind` took (wherever it ran).
-    fn ran(&self, kind: Quick, took: Duration, inline: bool) {
-        let runs = if inline { &self.inline_runs } else { &self.queued_runs };
-        runs.fetch_add(1, Ordering::Relaxed);
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.last_run_us[kind as usize].store(us, Ordering::Relaxed);
+    /// Runs `op` with `owner`; for a quick job, counts where it ran and records how long it took.
+    fn run_counted<T>(
+        &self,
+        owner: &mut Owner,
+        quick: Option<Quick>,
+        inline: bool,
+        op: &mut dyn FnMut(&mut Device) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
+        let started = Instant::now();
+        let result = owner.run(op);
+        if let Some(kind) = quick {
+            let runs = if inline { &self.inline_runs } else { &self.queued_runs };
+            runs.fetch_add(1, Ordering::Relaxed);
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.last_run_us[kind as usize].store(us, Ordering::Relaxed);
+        }
+        result
     }
 
     fn close(&self) {
@@ -235,9 +246,8 @@ impl Shared {
     fn serve(&self) {
         let mut state = self.lock();
         loop {
-            if state.owner.is_some() {
+            if let Some(mut owner) = state.owner.take() {
                 if let Some((lane, job)) = state.lanes.pop() {
-                    let Some(mut owner) = state.owner.take() else { continue };
                     drop(state);
                     let (unfinished, reply) = run_job(&mut owner, job, &|| !self.lock().lanes.is_empty());
                     state = self.lock();
@@ -253,11 +263,11 @@ impl Shared {
                     continue;
                 }
                 if state.closed {
-                    let owner = state.owner.take();
                     drop(state);
                     drop(owner);
                     return;
                 }
+                state.owner = Some(owner);
             }
             state = self.wake.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
@@ -387,11 +397,7 @@ impl TpmHandle {
         let (reply, result) = oneshot::channel();
         let shared = Arc::clone(&self.inner.shared);
         self.submit(Job::Once(Box::new(move |owner: &mut Owner| {
-            let started = Instant::now();
-            let result = owner.run(&mut op);
-            if let Some(kind) = quick {
-                shared.ran(kind, started.elapsed(), false);
-            }
+            let result = shared.run_counted(owner, quick, false, &mut op);
             Box::new(move || {
                 let _ = reply.send(result);
             })
@@ -421,12 +427,10 @@ impl TpmHandle {
             state.owner.take().ok_or(())?
         };
         let mut borrowed = Borrowed { shared, owner: Some(owner) };
-        let started = Instant::now();
         let result = match borrowed.owner.as_mut() {
-            Some(owner) => owner.run(op),
+            Some(owner) => shared.run_counted(owner, Some(kind), true, op),
             None => Err(TpmError::OwnerGone),
         };
-        shared.ran(kind, started.elapsed(), true);
         drop(borrowed);
         Ok(result)
     }
