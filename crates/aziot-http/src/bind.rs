@@ -56,8 +56,8 @@ pub enum BindError {
         source: io::Error,
         hint: String,
     },
-    #[error("could not set mode 0660 on socket {path}: {source}")]
-    Chmod { path: PathBuf, source: io::Error },
+    #[error("could not set mode {mode:04o} on socket {path}: {source}")]
+    Chmod { path: PathBuf, mode: u32, source: io::Error },
     #[error("bind_unix must be called from within a tokio runtime")]
     NoRuntime,
 }
@@ -68,20 +68,24 @@ pub enum BindError {
 /// this process may not give files to it, the socket becomes 0600: only its owner (and root)
 /// may connect, rather than whoever shares the process's primary group — which for a daemon
 /// serving two APIs is the other API's clients.
+/// The group is settled before the socket's mode is set, so it is never 0660 to the
+/// process's primary group, not even for a moment.
 pub fn bind_unix_for_group(path: impl AsRef<Path>, group: &str) -> Result<tokio::net::UnixListener, BindError> {
-    let path = path.as_ref();
-    let listener = bind_unix(path)?;
-    if let Err(why) = give_to_group(path, group) {
-        log::warn!(
-            "{} is open to its owner only: {why}; to let the {group} group's members connect, create the group and make the service user a member",
-            path.display()
-        );
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| BindError::Chmod {
-            path: path.to_owned(),
-            source,
-        })?;
+    bind_tokio(path.as_ref(), Some(group))
+}
+
+/// The mode for a socket just bound at `path`: 0660 once it belongs to `group`, else 0600.
+fn mode_for_group(path: &Path, group: &str) -> u32 {
+    match give_to_group(path, group) {
+        Ok(()) => SOCKET_MODE,
+        Err(why) => {
+            log::warn!(
+                "{} is open to its owner only: {why}; to let the {group} group's members connect, create the group and make the service user a member",
+                path.display()
+            );
+            0o600
+        }
     }
-    Ok(listener)
 }
 
 /// chown(path, -1, gid of `group`).
@@ -108,11 +112,14 @@ fn give_to_group(path: &Path, group: &str) -> Result<(), String> {
 ///
 /// Must be called from within a tokio runtime.
 pub fn bind_unix(path: impl AsRef<Path>) -> Result<tokio::net::UnixListener, BindError> {
-    let path = path.as_ref();
+    bind_tokio(path.as_ref(), None)
+}
+
+fn bind_tokio(path: &Path, group: Option<&str>) -> Result<tokio::net::UnixListener, BindError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(BindError::NoRuntime);
     }
-    let std_listener = bind_std(path)?;
+    let std_listener = bind_std(path, group)?;
     let bind_err = |source| BindError::Bind {
         path: path.to_owned(),
         source,
@@ -122,7 +129,7 @@ pub fn bind_unix(path: impl AsRef<Path>) -> Result<tokio::net::UnixListener, Bin
     tokio::net::UnixListener::from_std(std_listener).map_err(bind_err)
 }
 
-fn bind_std(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> {
+fn bind_std(path: &Path, group: Option<&str>) -> Result<std::os::unix::net::UnixListener, BindError> {
     let len = path.as_os_str().len();
     if len > MAX_PATH_BYTES {
         return Err(BindError::PathTooLong {
@@ -159,12 +166,12 @@ fn bind_std(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
             hint,
         }
     })?;
-    if let Err(source) =
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-    {
+    let mode = group.map_or(SOCKET_MODE, |group| mode_for_group(path, group));
+    if let Err(source) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
         let _ = std::fs::remove_file(path);
         return Err(BindError::Chmod {
             path: path.to_owned(),
+            mode,
             source,
         });
     }
@@ -312,17 +319,33 @@ mod tests {
     fn creates_missing_parent_and_sets_mode_0660() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/dir/s.sock");
-        let _l = bind_std(&path).unwrap();
+        let _l = bind_std(&path, None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o660);
+    }
+
+    #[test]
+    fn a_socket_for_a_missing_group_is_0600_and_one_for_a_group_is_0660_in_that_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let _l = bind_std(&path, Some("no-such-group-for-this-test")).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        // The group of this process's primary gid exists and may be given by this process.
+        let gid = unsafe { libc::getgid() };
+        let group = unsafe { std::ffi::CStr::from_ptr((*libc::getgrgid(gid)).gr_name) }.to_str().unwrap().to_owned();
+        let path = dir.path().join("g.sock");
+        let _g = bind_std(&path, Some(&group)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, gid));
     }
 
     #[test]
     fn refuses_a_live_socket() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
-        let _live = bind_std(&path).unwrap();
-        let err = bind_std(&path).unwrap_err();
+        let _live = bind_std(&path, None).unwrap();
+        let err = bind_std(&path, None).unwrap_err();
         assert!(matches!(err, BindError::InUse { .. }));
         assert!(err.to_string().contains("already serving"));
         assert!(err.to_string().contains(&path.display().to_string()));
@@ -334,7 +357,7 @@ mod tests {
         let path = dir.path().join("s.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists());
-        let _l = bind_std(&path).unwrap();
+        let _l = bind_std(&path, None).unwrap();
         std::os::unix::net::UnixStream::connect(&path).unwrap();
     }
 
@@ -343,7 +366,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, b"precious").unwrap();
-        let err = bind_std(&file).unwrap_err();
+        let err = bind_std(&file, None).unwrap_err();
         assert!(
             err.to_string().contains("is a regular file, not a socket"),
             "{err}"
@@ -352,7 +375,7 @@ mod tests {
 
         let sub = dir.path().join("sub");
         std::fs::create_dir(&sub).unwrap();
-        let err = bind_std(&sub).unwrap_err();
+        let err = bind_std(&sub, None).unwrap_err();
         assert!(err.to_string().contains("is a directory"), "{err}");
     }
 
@@ -360,11 +383,11 @@ mod tests {
     fn refuses_overlong_and_relative_paths() {
         let long = PathBuf::from(format!("/tmp/{}", "x".repeat(120)));
         assert!(matches!(
-            bind_std(&long),
+            bind_std(&long, None),
             Err(BindError::PathTooLong { .. })
         ));
         assert!(matches!(
-            bind_std(Path::new("rel.sock")),
+            bind_std(Path::new("rel.sock"), None),
             Err(BindError::NotAFilePath(_))
         ));
     }
