@@ -75,6 +75,45 @@ fn auth_keys_swap_and_restore_in_every_parameter_encryption_mode() {
     }
 }
 
+/// An HMAC over a few TPM buffers (4 KiB: HMAC_Start, three SequenceUpdates, SequenceComplete)
+/// is a quick job too: the first goes to the owner thread, later ones on an idle TPM run on the
+/// caller's thread. One byte more and it always runs in slices on the owner thread, which are not
+/// counted as quick runs. Every answer matches HMAC-SHA256 computed in software.
+#[test]
+fn short_sequences_run_on_the_callers_thread_and_longer_ones_in_slices() {
+    let tpm = Swtpm::start();
+    let state = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let h = TpmHandle::start(settings(&tpm, state.path())).unwrap();
+    let keys = rt.block_on(h.get_tpm_keys()).unwrap();
+    let key = [9u8; 32];
+    let blob = dps_attestation::build_authentication_key(&keys.endorsement_key, &keys.storage_root_key, &key).unwrap();
+    rt.block_on(h.import_auth_key(blob)).unwrap();
+    let sign = |data: &[u8]| rt.block_on(h.sign_with_auth_key(data.to_vec())).unwrap();
+
+    let start = h.quick_runs();
+    assert_eq!(sign(&[1; 4096]), common::hmac_sha256(&key, &[1; 4096]));
+    let after_first = h.quick_runs();
+    assert_eq!((after_first.inline, after_first.queued), (start.inline, start.queued + 1), "the first 4 KiB sign goes to the owner thread");
+    for i in 0..10u8 {
+        let data = vec![i; 1025 + usize::from(i) * 300];
+        assert_eq!(sign(&data), common::hmac_sha256(&key, &data));
+    }
+    let idle = h.quick_runs();
+    let (inline, queued) = (idle.inline - after_first.inline, idle.queued - after_first.queued);
+    assert_eq!(inline + queued, 10);
+    assert!(inline >= 5, "short sequences on an idle TPM run on the caller's thread: {inline} of 10");
+
+    for len in [4097, 64 << 10] {
+        let data = vec![5u8; len];
+        assert_eq!(sign(&data), common::hmac_sha256(&key, &data), "{len} bytes");
+    }
+    assert_eq!(h.quick_runs(), idle, "sequences over 4 KiB run in slices, not as quick jobs");
+    h.shutdown();
+    let out = tpm.tpm2_ok("tpm2_getcap", &["handles-transient"], state.path());
+    assert!(String::from_utf8_lossy(&out).trim().is_empty(), "{}", String::from_utf8_lossy(&out));
+}
+
 /// Where jobs run: a one-command sign on an idle TPM runs on the caller's own thread once its
 /// kind has been seen to be quick; the first of its kind, and every one that finds other work
 /// under way (here another caller's long HMAC, sliced on the owner thread), waits for the owner thread. The

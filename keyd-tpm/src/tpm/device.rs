@@ -178,7 +178,8 @@ impl Device {
         }
     }
 
-    /// A long HMAC run to its end in one go (for callers already on the owner thread).
+    /// A long HMAC run to its end in one go, by whoever holds the owner (a short sequence, or a
+    /// key's HMAC that needs one).
     pub(super) fn long_hmac(&mut self, key: SequenceKey, data: &[u8]) -> Result<Vec<u8>, TpmError> {
         let mut seq = HmacSequence::new(key, data.to_vec());
         self.hmac_slice(&mut seq, &|| false)?

@@ -4,11 +4,11 @@
 //! answering (simulator restarted, device reset), the owner reopens it and retries the request
 //! once, so the daemon survives without a restart.
 //!
-//! Where a job runs: a short job (one or a few commands, see [`Quick`]) that finds the TPM idle
-//! and nobody waiting runs at once on the caller's own thread, so a lone request costs no
-//! hand-off between threads (two thread wake-ups, about as long as the TPM command itself on a
+//! Where a job runs: a short job (one or a few commands, see [`Quick`]; an HMAC over up to
+//! four TPM buffers is one) that finds the TPM idle and nobody waiting runs at once on the
+//! caller's own thread, so a lone request costs no hand-off between threads (two thread wake-ups, about as long as the TPM command itself on a
 //! software TPM). Every other job waits in the queue of its [`Lane`] (the API and the caller's
-//! uid) for the owner thread, which takes the lanes in turn, one job each. A long HMAC runs in
+//! uid) for the owner thread, which takes the lanes in turn, one job each. A longer HMAC runs in
 //! slices (see `sequence`) and goes to the back of the line between them while others wait, so
 //! the device's own signing never starves behind one caller's bulk work. A kind of quick job
 //! whose last run took longer than [`INLINE_LIMIT`] (a slow discrete TPM) goes to the owner
@@ -65,12 +65,15 @@ fn current_lane() -> Lane {
 }
 
 /// The short jobs that may run on their caller's thread: one TPM command on an object that is
-/// usually loaded already (a load and a flush when it is not).
+/// usually loaded already (a load and a flush when it is not), or an HMAC sequence over at most
+/// [`SHORT_SEQUENCE`] bytes (HMAC_Start, a few SequenceUpdates, SequenceComplete).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Quick {
     TpmKeys,
     AuthKeyHmac,
+    AuthKeySequence,
     KeyHmac,
+    KeySequence,
     KeyHmacSecret,
     Unseal,
     Ecdsa,
@@ -78,8 +81,12 @@ enum Quick {
 }
 
 impl Quick {
-    const COUNT: usize = 7;
+    const COUNT: usize = 9;
 }
+
+/// The longest data a sequence HMAC may take on its caller's thread: four TPM buffers, five
+/// commands in all. Longer data always runs in slices on the owner thread.
+const SHORT_SEQUENCE: usize = 4 * MaxBuffer::MAX_SIZE;
 
 /// Sends a job's result to its caller. The owner thread calls it only after it has put the
 /// owner back, so a caller that goes on with its next request finds the TPM idle.
@@ -435,11 +442,34 @@ impl TpmHandle {
         Ok(result)
     }
 
-    /// HMAC-SHA256 of more than one TPM buffer of data, in slices (see `sequence`).
-    async fn long_hmac<K>(&self, key: K, data: Vec<u8>) -> Result<Vec<u8>, TpmError>
+    /// HMAC-SHA256 of more than one TPM buffer of data. Up to [`SHORT_SEQUENCE`] bytes it is a
+    /// quick job of kind `quick` (on this thread when the TPM is idle; the first of its kind
+    /// queued whole, so its time is known); longer data, or a busy TPM or a slow one, runs in
+    /// slices on the owner thread (see `sequence`).
+    async fn long_hmac<K>(&self, quick: Quick, key: K, data: Vec<u8>) -> Result<Vec<u8>, TpmError>
     where
-        K: FnOnce(&mut Device) -> Result<SequenceKey, TpmError> + Send + 'static,
+        K: Fn(&mut Device) -> Result<SequenceKey, TpmError> + Send + 'static,
     {
+        if data.len() <= SHORT_SEQUENCE {
+            let inline = {
+                let mut op = |d: &mut Device| {
+                    let key = key(d)?;
+                    d.long_hmac(key, &data)
+                };
+                self.try_inline(quick, &mut op)
+            };
+            if let Ok(result) = inline {
+                return result;
+            }
+            if self.inner.shared.last_run_us[quick as usize].load(Ordering::Relaxed) == u64::MAX {
+                return self
+                    .call(Some(quick), move |d| {
+                        let key = key(d)?;
+                        d.long_hmac(key, &data)
+                    })
+                    .await;
+            }
+        }
         let (reply, result) = oneshot::channel();
         self.submit(Job::Sliced(Box::new(LongHmac {
             key: Some(Box::new(key)),
@@ -469,7 +499,7 @@ impl TpmHandle {
 
     pub async fn sign_with_auth_key(&self, data: Vec<u8>) -> Result<Vec<u8>, TpmError> {
         if data.len() > MaxBuffer::MAX_SIZE {
-            return self.long_hmac(|d| d.auth_key_sequence(), data).await;
+            return self.long_hmac(Quick::AuthKeySequence, |d| d.auth_key_sequence(), data).await;
         }
         self.call(Some(Quick::AuthKeyHmac), move |d| d.sign_with_auth_key(&data)).await
     }
@@ -502,7 +532,7 @@ impl TpmHandle {
     pub async fn hmac(&self, key: Arc<KeyObject>, data: Vec<u8>) -> Result<Vec<u8>, TpmError> {
         if data.len() > MaxBuffer::MAX_SIZE {
             super::key_objects::expect_kind(&key, ObjectKind::Hmac, "HMAC-SHA256")?;
-            return self.long_hmac(move |_| Ok(super::key_objects::sequence_key(&key)), data).await;
+            return self.long_hmac(Quick::KeySequence, move |_| Ok(super::key_objects::sequence_key(&key)), data).await;
         }
         self.call(Some(Quick::KeyHmac), move |d| d.key_hmac(&key, &data)).await
     }
