@@ -10,7 +10,10 @@
 //!
 //! Given upstream's release dir, upstream's aziot-identityd makes the same first boots and
 //! restarts in the same run, on the same keyd-tpm (a drop-in for upstream's keyd and tpmd), so
-//! only the identity services differ.
+//! only the identity services differ. Both trust the emulator's CA alone (upstream through
+//! `SSL_CERT_FILE`, ours with `system_roots = false`); a second set of our first boots trusts
+//! the system's roots too, which costs what this machine's environment makes it cost: with
+//! `SSL_CERT_FILE` set, OpenSSL parses every root in that file at the first connection.
 //!
 //! Usage: bench-identityd <keyd-tpm> <iot-emulator> <identityd-dps> [first boots] [modules] [upstream dir]
 
@@ -45,8 +48,12 @@ fn main() {
     let _keyd = start_keyd(&keyd_bin, &tpm, dir);
     let (_emulator, ready) = start_emulator(&emulator_bin, dir);
     let registration_id = enroll(dir, &ready);
-    let ours = Identityd::Ours(identityd_bin.clone());
+    // Upstream is given the emulator's CA as its whole trust store (SSL_CERT_FILE), so ours
+    // trusts that CA alone too; a second set of boots adds the system's roots (our default).
+    let ours = Identityd::Ours { bin: identityd_bin.clone(), system_roots: false };
     let (first_boot, first_boot_cpu, restart, restart_cpu) = boots_and_restarts(&ours, dir, &ready, &registration_id, boots);
+    let with_system = Identityd::Ours { bin: identityd_bin.clone(), system_roots: true };
+    let (_, system_boot_cpu, _, _) = boots_and_restarts(&with_system, dir, &ready, &registration_id, boots);
     let upstream = upstream_dir.map(|up| boots_and_restarts(&Identityd::Upstream(up), dir, &ready, &registration_id, boots));
 
     let (identityd, _) = start_identityd(&ours, dir, &ready, &registration_id);
@@ -87,6 +94,7 @@ fn main() {
         ("identityd-dps CPU time by then (first boot)", &first_boot_cpu),
         ("restart from backup (no DPS)", &restart),
         ("identityd-dps CPU time by then (restart)", &restart_cpu),
+        ("identityd-dps CPU time by then (first boot, the system's roots trusted too)", &system_boot_cpu),
     ];
     if let Some((boot, boot_cpu, again, again_cpu)) = &upstream {
         rows.extend([
@@ -123,6 +131,7 @@ fn main() {
     println!("FIGURE identityd-first-boot-ms ours {:.0} upstream {} raw -", ms(boot), up(&|u| &u.0));
     println!("FIGURE identityd-restart-from-backup-ms ours {:.0} upstream {} raw -", ms(median(restart.clone())), up(&|u| &u.2));
     println!("FIGURE identityd-cpu-first-boot-ms ours {:.0} upstream {} raw -", ms(median(first_boot_cpu)), up(&|u| &u.1));
+    println!("FIGURE identityd-cpu-first-boot-system-roots-ms ours {:.0} upstream - raw -", ms(median(system_boot_cpu)));
     println!("FIGURE identityd-cpu-restart-ms ours {:.0} upstream {} raw -", ms(median(restart_cpu)), up(&|u| &u.3));
 }
 
@@ -151,7 +160,9 @@ fn boots_and_restarts(which: &Identityd, dir: &Path, ready: &Value, registration
 
 /// Which identity service runs.
 enum Identityd {
-    Ours(PathBuf),
+    /// Ours, trusting the system's roots too (`system_roots = true`, as this machine's
+    /// environment gives them) or, like upstream here, only the emulator's CA.
+    Ours { bin: PathBuf, system_roots: bool },
     /// Upstream's release dir (`aziotd` and the libraries it loads).
     Upstream(PathBuf),
 }
@@ -159,7 +170,7 @@ enum Identityd {
 impl Identityd {
     fn homedir(&self, dir: &Path) -> PathBuf {
         match self {
-            Identityd::Ours(_) => dir.join("identityd"),
+            Identityd::Ours { .. } => dir.join("identityd"),
             Identityd::Upstream(_) => dir.join("upstream-identityd"),
         }
     }
@@ -289,7 +300,7 @@ fn start_identityd(which: &Identityd, dir: &Path, ready: &Value, registration_id
         format!(
             "hostname = \"bench\"\nhomedir = \"{home}\"\n[provisioning]\nsource = \"dps\"\nglobal_endpoint = \"{dps}\"\n\
              scope_id = \"{scope}\"\n[provisioning.attestation]\nmethod = \"tpm\"\nregistration_id = \"{registration_id}\"\n\
-             [cloud]\ntrust_bundle = \"{ca}\"\n\
+             [cloud]\ntrust_bundle = \"{ca}\"\nsystem_roots = {system_roots}\n\
              [endpoints]\naziot_identityd = \"unix://{d}/identityd.sock\"\naziot_keyd = \"unix://{d}/keyd.sock\"\n\
              aziot_tpmd = \"unix://{d}/tpmd.sock\"\naziot_certd = \"unix://{d}/certd.sock\"\n",
             home = which.homedir(dir).display(),
@@ -297,6 +308,7 @@ fn start_identityd(which: &Identityd, dir: &Path, ready: &Value, registration_id
             scope = ready["id_scope"].as_str().unwrap(),
             ca = ready["ca_pem"].as_str().unwrap(),
             d = dir.display(),
+            system_roots = matches!(which, Identityd::Ours { system_roots: true, .. }),
         ),
     )
     .unwrap();
@@ -304,7 +316,7 @@ fn start_identityd(which: &Identityd, dir: &Path, ready: &Value, registration_id
     let _ = std::fs::remove_file(&socket);
     std::fs::create_dir_all(which.homedir(dir)).unwrap();
     let mut command = match which {
-        Identityd::Ours(bin) => Command::new(bin),
+        Identityd::Ours { bin, .. } => Command::new(bin),
         Identityd::Upstream(up) => {
             let mut c = upstream::command(up, "aziot-identityd", dir);
             c.env("SSL_CERT_FILE", ready["ca_pem"].as_str().unwrap());
