@@ -20,17 +20,22 @@ pub async fn post(keys: &Keys, req: &Request) -> Result<Response, HttpError> {
     keys.authorize(req.uid, &id)?;
     check_id("keyId", &id)?;
     let purposes = Purposes::from_usage(&body.usage);
-    let entry = match body.import_key_bytes {
+    let (entry, minted) = match body.import_key_bytes {
         Some(bytes) => {
             check_not_preloaded(keys, "keyId", &id)?;
             let key =
                 import_symmetric(&keys.tpm, Zeroizing::new(bytes.into_inner()), purposes).await?;
-            keys.store.put(&id, StoredKey::Key(key), None).await?
+            (keys.store.put(&id, StoredKey::Key(key), None).await?, None)
         }
         None => {
-            let entry = keys
+            // A new key's handle is minted while the key is written.
+            let (entry, minted) = keys
                 .store
-                .get_or_create(&id, || generate_symmetric(&keys.tpm, purposes))
+                .get_or_create_with(
+                    &id,
+                    || generate_symmetric(&keys.tpm, purposes),
+                    |instance| keys.handles.mint_key(&id, instance),
+                )
                 .await?;
             if let StoredKey::KeyPair(_) = &entry.key {
                 return Err(KeydError::invalid(
@@ -39,10 +44,13 @@ pub async fn post(keys: &Keys, req: &Request) -> Result<Response, HttpError> {
                 )
                 .into());
             }
-            entry
+            (entry, minted)
         }
     };
-    let handle = keys.handles.mint_key(&id, entry.instance).await?;
+    let handle = match minted {
+        Some(handle) => handle,
+        None => keys.handles.mint_key(&id, entry.instance).await?,
+    };
     Ok(Response::json(
         StatusCode::OK,
         &create_key_if_not_exists::Response { handle },

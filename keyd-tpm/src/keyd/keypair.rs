@@ -17,12 +17,17 @@ pub async fn post(keys: &Keys, req: &Request) -> Result<Response, HttpError> {
     keys.authorize(req.uid, &id)?;
     check_id("keyId", &id)?;
     let preferred = body.preferred_algorithms;
-    let entry = keys
+    // A new key pair's handle is minted while the key pair is written.
+    let (entry, minted) = keys
         .store
-        .get_or_create(&id, || async {
-            let algorithm = preferred::choose(preferred.as_deref())?;
-            generate_key_pair(&keys.tpm, algorithm).await
-        })
+        .get_or_create_with(
+            &id,
+            || async {
+                let algorithm = preferred::choose(preferred.as_deref())?;
+                generate_key_pair(&keys.tpm, algorithm).await
+            },
+            |instance| keys.handles.mint_key_pair(&id, instance),
+        )
         .await?;
     if let StoredKey::Key(_) = &entry.key {
         return Err(KeydError::invalid(
@@ -31,7 +36,10 @@ pub async fn post(keys: &Keys, req: &Request) -> Result<Response, HttpError> {
         )
         .into());
     }
-    let handle = keys.handles.mint_key_pair(&id, entry.instance).await?;
+    let handle = match minted {
+        Some(handle) => handle,
+        None => keys.handles.mint_key_pair(&id, entry.instance).await?,
+    };
     Ok(Response::json(
         StatusCode::OK,
         &create_key_pair_if_not_exists::Response { handle },

@@ -89,37 +89,53 @@ impl KeyStore {
 
     /// Key `id`; if there is none, the key `create` makes, stored with a new instance. Two
     /// concurrent creators both run `create`; the first to store wins and both get its key.
-    pub async fn get_or_create<F, Fut>(
-        &self,
-        id: &str,
-        create: F,
-    ) -> Result<Arc<Entry>, KeydError>
+    pub async fn get_or_create<F, Fut>(&self, id: &str, create: F) -> Result<Arc<Entry>, KeydError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<StoredKey, KeydError>>,
     {
+        let (entry, _) = self.get_or_create_with(id, create, |_| async { Ok(()) }).await?;
+        Ok(entry)
+    }
+
+    /// As [`get_or_create`](Self::get_or_create), and `meanwhile` runs with the instance of a
+    /// key just created while that key is written to disk (so a handle is minted in the TPM
+    /// during the fsync, not after it). Its result comes back with the key when the key stored
+    /// is that one; `None` when the key existed already or another creator stored first, and
+    /// whatever `meanwhile` made is dropped.
+    pub async fn get_or_create_with<F, Fut, M, MFut, T>(
+        &self,
+        id: &str,
+        create: F,
+        meanwhile: M,
+    ) -> Result<(Arc<Entry>, Option<T>), KeydError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<StoredKey, KeydError>>,
+        M: FnOnce(Option<Instance>) -> MFut,
+        MFut: Future<Output = Result<T, KeydError>>,
+    {
         if let Some(key) = self.get(id).await? {
-            return Ok(key);
+            return Ok((key, None));
         }
         let key = create().await?;
         let instance = new_instance()?;
         let path = self.dir.record_path(id);
         let encoded = key.encode(id, Some(&instance));
-        let written = {
+        let write = {
             let path = path.clone();
-            self.dir
-                .run(move |dir| dir.write_new(&path, &encoded))
-                .await?
+            self.dir.run(move |dir| dir.write_new(&path, &encoded))
         };
-        if written {
-            return Ok(self.cache_set(id, Entry { key, instance: Some(instance) }));
+        let (written, made) = tokio::join!(write, meanwhile(Some(instance)));
+        if written? {
+            return Ok((self.cache_set(id, Entry { key, instance: Some(instance) }), Some(made?)));
         }
         let bytes = KeysDir::read(&path)?.ok_or_else(|| KeydError::Corrupt {
             path: path.clone(),
             reason: "vanished while being created".into(),
         })?;
         let (key, instance) = StoredKey::decode(&bytes, id, &path)?;
-        Ok(self.cache_set(id, Entry { key, instance }))
+        Ok((self.cache_set(id, Entry { key, instance }), None))
     }
 
     /// Stores `key` as `id`, replacing any key with that id (import, move target); a plaintext

@@ -135,6 +135,40 @@ fn sign_status(d: &Daemon, handle: &str) -> (u16, String) {
     (r.status, if r.status == 200 { String::new() } else { r.message() })
 }
 
+/// Many clients creating the same new key, or the same new key pair, at once: each creator
+/// makes a TPM object and mints a handle while writing it, but one write wins. Every client
+/// gets a handle that works, to the one key that was stored (the same HMAC for all, or ECDSA
+/// signatures under the one published public key), and one key file is left per id.
+#[test]
+fn clients_creating_one_key_at_once_all_get_working_handles_to_the_one_stored() {
+    let tpm = Swtpm::start();
+    let d = Daemon::start(&tpm);
+    for round in 0..3 {
+        let (key_id, pair_id) = (format!("raced-{round}"), format!("raced-pair-{round}"));
+        let (keys, pairs): (Vec<String>, Vec<String>) = std::thread::scope(|s| {
+            let keys: Vec<_> = (0..6).map(|_| s.spawn(|| create_key(&d, &key_id, "sign"))).collect();
+            let pairs: Vec<_> = (0..6).map(|_| s.spawn(|| create_key_pair(&d, &pair_id, Some("ec-p256")))).collect();
+            (keys.into_iter().map(|t| t.join().unwrap()).collect(), pairs.into_iter().map(|t| t.join().unwrap()).collect())
+        });
+        let macs: Vec<Vec<u8>> = keys.iter().map(|h| sign_hmac(&d, h, b"which key")).collect();
+        assert!(macs.iter().all(|m| m == &macs[0]), "round {round}: the handles sign with different keys");
+        let loaded = handle(&ok(&d, d.keyd_get(&format!("/key/{key_id}"))));
+        assert_eq!(sign_hmac(&d, &loaded, b"which key"), macs[0], "round {round}");
+        let public = parameter(&d, &pairs[0], "ec-point");
+        for h in &pairs {
+            assert_eq!(parameter(&d, h, "ec-point"), public, "round {round}");
+            let r = d.keyd_post("/sign", &json!({ "keyHandle": h, "algorithm": "ECDSA", "parameters": { "digest": b64(&[7; 32]) } }));
+            assert_eq!(r.status, 200, "round {round}: {}", String::from_utf8_lossy(&r.body));
+        }
+    }
+    let files: Vec<String> = std::fs::read_dir(d.keys_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("raced"))
+        .collect();
+    assert_eq!(files.len(), 6, "{files:?}");
+}
+
 #[test]
 fn a_handle_does_not_outlive_its_key_deleted_and_made_again() {
     let tpm = Swtpm::start();
