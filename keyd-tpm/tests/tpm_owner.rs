@@ -151,16 +151,27 @@ fn quick_jobs_run_on_the_callers_thread_only_when_the_tpm_is_idle() {
         // Another caller's lane: jobs of one lane run in order, so ours would wait it out.
         rt.spawn(keyd_tpm::tpm::in_lane(keyd_tpm::tpm::Lane::Tpmd(4242), async move { h.sign_with_auth_key(long).await }))
     };
+    // The spawned task may submit the long HMAC only after the first signs here (a loaded
+    // machine): those may run on this thread. From the first sign that is queued on, the long
+    // HMAC is under way, and every sign until it ends must be queued too.
     let mut signed_while_busy = 0u64;
+    let mut since = None;
     while !busy.is_finished() {
+        let before = h.quick_runs();
         assert_eq!(sign(b"meanwhile"), common::hmac_sha256(&key, b"meanwhile"));
-        signed_while_busy += 1;
+        if since.is_none() && h.quick_runs().queued > before.queued {
+            since = Some(before);
+        }
+        if since.is_some() {
+            signed_while_busy += 1;
+        }
     }
     assert_eq!(rt.block_on(busy).unwrap().unwrap(), expected_long);
     let after = h.quick_runs();
+    let since = since.expect("no sign was queued behind the long HMAC");
     assert!(signed_while_busy >= 3, "the long HMAC ended before the signs could be tried ({signed_while_busy})");
     // The last sign may have started just as the long HMAC finished.
-    assert!(after.queued - idle.queued >= signed_while_busy - 1, "{signed_while_busy} signs during the long HMAC, {after:?} after {idle:?}");
+    assert!(after.queued - since.queued >= signed_while_busy - 1, "{signed_while_busy} signs during the long HMAC, {after:?} after {since:?} (idle: {idle:?})");
     h.shutdown();
     let out = tpm.tpm2_ok("tpm2_getcap", &["handles-transient"], state.path());
     assert!(String::from_utf8_lossy(&out).trim().is_empty(), "{}", String::from_utf8_lossy(&out));
