@@ -88,8 +88,9 @@ impl Quick {
 /// commands in all. Longer data always runs in slices on the owner thread.
 const SHORT_SEQUENCE: usize = 4 * MaxBuffer::MAX_SIZE;
 
-/// Sends a job's result to its caller. The owner thread calls it only after it has put the
-/// owner back, so a caller that goes on with its next request finds the TPM idle.
+/// Sends a job's result to its caller (a one-off job's, or a sliced job's after its last slice).
+/// The owner thread calls it only after it has put the owner back, so a caller that goes on with
+/// its next request finds the TPM idle.
 type Reply = Box<dyn FnOnce() + Send>;
 
 enum Job {
@@ -99,8 +100,14 @@ enum Job {
 }
 
 trait Sliced: Send {
-    /// Runs one slice; true when the job is finished (and has replied).
-    fn slice(&mut self, owner: &mut Owner, others_waiting: &dyn Fn() -> bool) -> bool;
+    /// Runs one slice: `Continue` to run another later, or `Done` with the reply to send (none
+    /// when the caller is gone).
+    fn slice(&mut self, owner: &mut Owner, others_waiting: &dyn Fn() -> bool) -> Slice;
+}
+
+enum Slice {
+    Continue,
+    Done(Option<Reply>),
 }
 
 /// A cheap, cloneable way to reach the TPM owner. When the last clone is dropped, the owner
@@ -287,7 +294,10 @@ impl Shared {
 fn run_job(owner: &mut Owner, job: Job, others_waiting: &dyn Fn() -> bool) -> (Option<Job>, Option<Reply>) {
     let outcome = catch_unwind(AssertUnwindSafe(|| match job {
         Job::Once(job) => (None, Some(job(owner))),
-        Job::Sliced(mut job) => ((!job.slice(owner, others_waiting)).then_some(Job::Sliced(job)), None),
+        Job::Sliced(mut job) => match job.slice(owner, others_waiting) {
+            Slice::Continue => (Some(Job::Sliced(job)), None),
+            Slice::Done(reply) => (None, reply),
+        },
     }));
     outcome.unwrap_or_else(|_| {
         log::error!("a TPM job panicked; the TPM is opened again for the next request");
@@ -574,16 +584,18 @@ struct LongHmac {
 }
 
 impl LongHmac {
-    fn finish(&mut self, result: Result<Vec<u8>, TpmError>) -> bool {
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(result);
-        }
-        true
+    /// The job is done: its reply, sent once the owner is back.
+    fn finish(&mut self, result: Result<Vec<u8>, TpmError>) -> Slice {
+        Slice::Done(self.reply.take().map(|reply| -> Reply {
+            Box::new(move || {
+                let _ = reply.send(result);
+            })
+        }))
     }
 }
 
 impl Sliced for LongHmac {
-    fn slice(&mut self, owner: &mut Owner, others_waiting: &dyn Fn() -> bool) -> bool {
+    fn slice(&mut self, owner: &mut Owner, others_waiting: &dyn Fn() -> bool) -> Slice {
         let device = match owner.device() {
             Ok(device) => device,
             Err(e) => return self.finish(Err(e)),
@@ -593,7 +605,7 @@ impl Sliced for LongHmac {
             if let Some(sequence) = self.sequence.as_mut() {
                 device.abandon_hmac(sequence);
             }
-            return true;
+            return Slice::Done(None);
         }
         if self.sequence.is_none() {
             let key = self.key.take().map(|key| key(device));
@@ -603,10 +615,10 @@ impl Sliced for LongHmac {
                 None => return self.finish(Err(TpmError::Unexpected("long HMAC without a key".into()))),
             }
         }
-        let Some(sequence) = self.sequence.as_mut() else { return true };
+        let Some(sequence) = self.sequence.as_mut() else { return Slice::Done(None) };
         match device.hmac_slice(sequence, others_waiting) {
             Ok(Some(digest)) => self.finish(Ok(digest)),
-            Ok(None) => false,
+            Ok(None) => Slice::Continue,
             Err(e) => self.finish(Err(e)),
         }
     }
