@@ -114,6 +114,53 @@ fn short_sequences_run_on_the_callers_thread_and_longer_ones_in_slices() {
     assert!(String::from_utf8_lossy(&out).trim().is_empty(), "{}", String::from_utf8_lossy(&out));
 }
 
+/// A short sequence that once took longer than the inline limit (the TPM paused for 30 ms in
+/// the middle of it) sends the next one to the owner thread, in slices; a quick run there counts
+/// as the kind's last run, so later ones run on the caller's thread again.
+#[test]
+fn a_short_sequence_slowed_once_runs_on_the_callers_thread_again_once_it_is_quick() {
+    let tpm = Swtpm::start();
+    let state = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let h = TpmHandle::start(settings(&tpm, state.path())).unwrap();
+    let keys = rt.block_on(h.get_tpm_keys()).unwrap();
+    let key = [11u8; 32];
+    let blob = dps_attestation::build_authentication_key(&keys.endorsement_key, &keys.storage_root_key, &key).unwrap();
+    rt.block_on(h.import_auth_key(blob)).unwrap();
+    let data = vec![4u8; 3000];
+    let expected = common::hmac_sha256(&key, &data);
+    let sign = || rt.block_on(h.sign_with_auth_key(data.clone())).unwrap();
+    assert_eq!(sign(), expected);
+    assert_eq!(sign(), expected);
+
+    let slow = {
+        let paused = tpm.pause();
+        let h = h.clone();
+        let data = data.clone();
+        let signing = rt.spawn(async move { h.sign_with_auth_key(data).await });
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        drop(paused);
+        rt.block_on(signing).unwrap().unwrap()
+    };
+    assert_eq!(slow, expected);
+    let after_slow = h.quick_runs();
+    assert_eq!(sign(), expected);
+    let after_next = h.quick_runs();
+    assert_eq!(
+        (after_next.inline, after_next.queued),
+        (after_slow.inline, after_slow.queued + 1),
+        "the sign after a slow one goes to the owner thread"
+    );
+    // On a loaded machine a sliced run may be slow too; a quick one must come within a few.
+    let mut tries = 0;
+    while h.quick_runs().inline == after_next.inline {
+        tries += 1;
+        assert!(tries <= 20, "short sequences never ran on the caller's thread again: {:?}", h.quick_runs());
+        assert_eq!(sign(), expected);
+    }
+    h.shutdown();
+}
+
 /// Where jobs run: a one-command sign on an idle TPM runs on the caller's own thread once its
 /// kind has been seen to be quick; the first of its kind, and every one that finds other work
 /// under way (here another caller's long HMAC, sliced on the owner thread), waits for the owner thread. The

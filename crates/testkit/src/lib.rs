@@ -17,7 +17,7 @@ pub use bus_tap::{BusTap, Direction, Exchange, SessionArea, TpmCommand};
 pub use ek_ca::{CertDates, LocalCa};
 pub use process::{no_inherited_fds, wait_for_path, ChildGuard};
 pub use proxy::Tinyproxy;
-pub use swtpm::Swtpm;
+pub use swtpm::{Paused, Swtpm};
 
 use std::net::{Ipv4Addr, TcpListener};
 

@@ -61,6 +61,13 @@ impl Swtpm {
         self.state.path()
     }
 
+    /// Stops the simulator's process (SIGSTOP) until the guard is dropped (SIGCONT): a TPM
+    /// that answers as late as the test wants, with nothing lost.
+    pub fn pause(&self) -> Paused {
+        let pid = self.child.as_ref().map(|c| c.id()).expect("swtpm is running");
+        Paused::signal(pid)
+    }
+
     /// Kills the simulator; its state stays on disk.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -196,5 +203,24 @@ fn spawn(dir: &Path, port: u16) -> Result<ChildGuard, String> {
             return Err("swtpm did not listen within 10 s".into());
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A paused swtpm (see [`Swtpm::pause`]); it runs again when this is dropped.
+pub struct Paused(libc::pid_t);
+
+impl Paused {
+    fn signal(pid: u32) -> Self {
+        let pid = libc::pid_t::try_from(pid).expect("pid");
+        // SAFETY: kill has no memory preconditions; the pid is our own running child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP swtpm");
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
     }
 }

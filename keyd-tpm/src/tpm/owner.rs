@@ -233,12 +233,17 @@ impl Shared {
         let started = Instant::now();
         let result = owner.run(op);
         if let Some(kind) = quick {
-            let runs = if inline { &self.inline_runs } else { &self.queued_runs };
-            runs.fetch_add(1, Ordering::Relaxed);
-            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.last_run_us[kind as usize].store(us, Ordering::Relaxed);
+            self.record(kind, inline, started.elapsed());
         }
         result
+    }
+
+    /// Counts a quick job of `kind` where it ran and keeps how long it took.
+    fn record(&self, kind: Quick, inline: bool, took: Duration) {
+        let runs = if inline { &self.inline_runs } else { &self.queued_runs };
+        runs.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.last_run_us[kind as usize].store(us, Ordering::Relaxed);
     }
 
     fn close(&self) {
@@ -480,12 +485,17 @@ impl TpmHandle {
                     .await;
             }
         }
+        // A short sequence that runs in slices still counts as its kind's last run, so a kind
+        // that was slow once is tried on the caller's thread again when it is quick again.
+        let timed = (data.len() <= SHORT_SEQUENCE).then(|| (Arc::clone(&self.inner.shared), quick));
         let (reply, result) = oneshot::channel();
         self.submit(Job::Sliced(Box::new(LongHmac {
             key: Some(Box::new(key)),
             data,
             sequence: None,
             reply: Some(reply),
+            timed,
+            ran: Duration::ZERO,
         })))?;
         result.await.map_err(|_| TpmError::OwnerGone)?
     }
@@ -581,6 +591,10 @@ struct LongHmac {
     data: Vec<u8>,
     sequence: Option<HmacSequence>,
     reply: Option<oneshot::Sender<Result<Vec<u8>, TpmError>>>,
+    /// For a short sequence: the quick kind whose last run it records when it is done.
+    timed: Option<(Arc<Shared>, Quick)>,
+    /// Time spent in its slices so far.
+    ran: Duration,
 }
 
 impl LongHmac {
@@ -596,6 +610,18 @@ impl LongHmac {
 
 impl Sliced for LongHmac {
     fn slice(&mut self, owner: &mut Owner, others_waiting: &dyn Fn() -> bool) -> Slice {
+        let started = Instant::now();
+        let outcome = self.run_slice(owner, others_waiting);
+        self.ran += started.elapsed();
+        if let (Slice::Done(_), Some((shared, kind))) = (&outcome, &self.timed) {
+            shared.record(*kind, false, self.ran);
+        }
+        outcome
+    }
+}
+
+impl LongHmac {
+    fn run_slice(&mut self, owner: &mut Owner, others_waiting: &dyn Fn() -> bool) -> Slice {
         let device = match owner.device() {
             Ok(device) => device,
             Err(e) => return self.finish(Err(e)),
