@@ -61,10 +61,14 @@ fn main() {
     let one = runtime.block_on(over_socket(&socket, &data, n, 1));
     let sixteen = runtime.block_on(over_socket(&socket, &data, n, 16));
     let one_long = runtime.block_on(over_socket(&socket, &long, n / 4, 1));
+    let floor = runtime.block_on(http_floor(&socket, n));
     let raw_again = raw_hmac(&tpm, &data, n);
     let raw_long_again = raw_sequence_hmac(&tpm, &long, n / 4);
     let busy_rss = rss_kib(daemon.id());
     drop(daemon);
+    // The same sign through keyd-tpm's TPM owner in this process, with the daemon stopped: what
+    // a request costs without HTTP.
+    let in_process = owner_signs(&tpm, &work.path().join("home"), &data, n);
 
     // Upstream on a swtpm of its own, the same requests.
     let upstream = upstream_dir.map(|dir| {
@@ -77,8 +81,9 @@ fn main() {
         let import_times = runtime.block_on(imports(&socket));
         let one = runtime.block_on(over_socket(&socket, &data, n, 1));
         let one_long = runtime.block_on(over_socket(&socket, &long, n / 4, 1));
+        let floor = runtime.block_on(http_floor(&socket, n));
         drop(child);
-        (median(import_times), one, one_long)
+        (median(import_times), one, one_long, floor)
     });
 
     let best = |a: &Summary, b: &Summary| if a.p50 <= b.p50 { (a.p50, a.p99) } else { (b.p50, b.p99) };
@@ -101,9 +106,12 @@ fn main() {
     row(&format!("raw HMAC sequence, {LONG_LEN} B (HMAC_Start, 3 SequenceUpdate, SequenceComplete)"), &raw_long, raw_long_p50);
     row(&format!("sign_with_auth_key {LONG_LEN} B, 1 client"), &one_long, raw_long_p50);
     row(&format!("raw HMAC sequence, {LONG_LEN} B, again after"), &raw_long_again, raw_long_p50);
-    if let Some((_, up_one, up_long)) = &upstream {
+    row("sign through keyd-tpm's TPM owner in-process (no HTTP)", &in_process, raw_p50);
+    row("HTTP round trip that touches no TPM (unknown path: 404), 1 client", &floor, raw_p50);
+    if let Some((_, up_one, up_long, up_floor)) = &upstream {
         row("upstream aziot-tpmd sign_with_auth_key, 1 client", up_one, raw_p50);
         row(&format!("upstream aziot-tpmd sign_with_auth_key {LONG_LEN} B, 1 client"), up_long, raw_long_p50);
+        row("upstream aziot-tpmd HTTP round trip that touches no TPM (404), 1 client", up_floor, raw_p50);
     }
     println!(
         "sign_with_auth_key, 16 clients (queued behind one TPM: throughput only): {:.0} ops/s, {:.2}× raw's",
@@ -115,7 +123,7 @@ fn main() {
     println!(
         "import_auth_key (median of {IMPORTS}): ours {:.1} ms{}",
         ms(ours_import),
-        upstream.as_ref().map(|(t, _, _)| format!(", upstream {:.1} ms", ms(*t))).unwrap_or_default()
+        upstream.as_ref().map(|(t, ..)| format!(", upstream {:.1} ms", ms(*t))).unwrap_or_default()
     );
     println!(
         "start to socket ready: median {} ms (min {} ms, max {} ms, 5 starts)",
@@ -124,9 +132,11 @@ fn main() {
     println!("RSS: idle {:.1} MiB, after the load {:.1} MiB", idle_rss as f64 / 1024.0, busy_rss as f64 / 1024.0);
     println!("errors / non-200 answers under load: {}", 2 * n + n / 4 - one.count - sixteen.count - one_long.count);
     println!();
-    let up = |f: &dyn Fn(&(Duration, Summary, Summary)) -> f64| upstream.as_ref().map(|u| format!("{:.0}", f(u))).unwrap_or_else(|| "-".into());
+    let up = |f: &dyn Fn(&(Duration, Summary, Summary, Summary)) -> f64| upstream.as_ref().map(|u| format!("{:.0}", f(u))).unwrap_or_else(|| "-".into());
     println!("FIGURE tpmd-sign-64B-p50-us ours {:.0} upstream {} raw {:.0}", us(one.p50), up(&|u| us(u.1.p50)), us(raw_p50));
     println!("FIGURE tpmd-sign-64B-p99-us ours {:.0} upstream {} raw {:.0}", us(one.p99), up(&|u| us(u.1.p99)), us(raw_p99));
+    println!("FIGURE tpmd-http-404-p50-us ours {:.0} upstream {} raw -", us(floor.p50), up(&|u| us(u.3.p50)));
+    println!("FIGURE tpmd-sign-in-process-p50-us ours {:.0} upstream - raw {:.0}", us(in_process.p50), us(raw_p50));
     println!("FIGURE tpmd-sign-4KiB-p50-us ours {:.0} upstream {} raw {:.0}", us(one_long.p50), up(&|u| us(u.2.p50)), us(raw_long_p50));
     let up_import = upstream.as_ref().map(|u| format!("{:.1}", ms(u.0))).unwrap_or_else(|| "-".into());
     println!("FIGURE tpmd-import_auth_key-ms ours {:.1} upstream {up_import} raw -", ms(ours_import));
@@ -242,6 +252,49 @@ async fn over_socket(socket: &Path, data: &[u8], n: usize, clients: usize) -> Su
         samples.extend(t.await.unwrap());
     }
     Summary::of(samples, started.elapsed())
+}
+
+/// `n` requests for a path no route serves (404), one client: the HTTP round trip over the
+/// socket that every request pays, with no TPM command in it.
+async fn http_floor(socket: &Path, n: usize) -> Summary {
+    let path = format!("/no_such_route?api-version={}", aziot_tpm_common::http::API_VERSION);
+    let client = aziot_http::UdsClient::new(socket);
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        match client.request(aziot_http::Method::GET, &path, None).await {
+            Ok((status, _)) if status == 404 => samples.push(t.elapsed()),
+            Ok((status, body)) => eprintln!("expected 404: {status} {}", String::from_utf8_lossy(&body)),
+            Err(e) => eprintln!("request error: {e}"),
+        }
+    }
+    Summary::of(samples, started.elapsed())
+}
+
+/// `n` signs through keyd-tpm's TPM owner in this process (a current-thread runtime, as a
+/// caller on one HTTP worker would be), on the daemon's state in `home`.
+fn owner_signs(tpm: &Swtpm, home: &Path, data: &[u8], n: usize) -> Summary {
+    let settings = keyd_tpm::tpm::TpmSettings {
+        tcti: tpm.tcti(),
+        auth_key_index: 0x100,
+        endorsement_auth: Default::default(),
+        owner_auth: Default::default(),
+        state_dir: home.to_owned(),
+        parameter_encryption: Default::default(),
+    };
+    let owner = keyd_tpm::tpm::TpmHandle::start(settings).expect("open the TPM in-process");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut samples = Vec::with_capacity(n);
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        runtime.block_on(owner.sign_with_auth_key(data.to_vec())).expect("in-process sign");
+        samples.push(t.elapsed());
+    }
+    let summary = Summary::of(samples, started.elapsed());
+    owner.shutdown();
+    summary
 }
 
 /// The reference: the same HMAC straight through tss-esapi, password session, no daemon.
