@@ -69,6 +69,7 @@ fn main() {
     // The same sign through keyd-tpm's TPM owner in this process, with the daemon stopped: what
     // a request costs without HTTP.
     let in_process = owner_signs(&tpm, &work.path().join("home"), &data, n);
+    let in_process_long = owner_signs(&tpm, &work.path().join("home"), &long, n / 4);
 
     // Upstream on a swtpm of its own, the same requests.
     let upstream = upstream_dir.map(|dir| {
@@ -107,6 +108,7 @@ fn main() {
     row(&format!("sign_with_auth_key {LONG_LEN} B, 1 client"), &one_long, raw_long_p50);
     row(&format!("raw HMAC sequence, {LONG_LEN} B, again after"), &raw_long_again, raw_long_p50);
     row("sign through keyd-tpm's TPM owner in-process (no HTTP)", &in_process, raw_p50);
+    row(&format!("sign {LONG_LEN} B through keyd-tpm's TPM owner in-process (no HTTP)"), &in_process_long, raw_long_p50);
     row("HTTP round trip that touches no TPM (unknown path: 404), 1 client", &floor, raw_p50);
     if let Some((_, up_one, up_long, up_floor)) = &upstream {
         row("upstream aziot-tpmd sign_with_auth_key, 1 client", up_one, raw_p50);
@@ -137,6 +139,7 @@ fn main() {
     println!("FIGURE tpmd-sign-64B-p99-us ours {:.0} upstream {} raw {:.0}", us(one.p99), up(&|u| us(u.1.p99)), us(raw_p99));
     println!("FIGURE tpmd-http-404-p50-us ours {:.0} upstream {} raw -", us(floor.p50), up(&|u| us(u.3.p50)));
     println!("FIGURE tpmd-sign-in-process-p50-us ours {:.0} upstream - raw {:.0}", us(in_process.p50), us(raw_p50));
+    println!("FIGURE tpmd-sign-4KiB-in-process-p50-us ours {:.0} upstream - raw {:.0}", us(in_process_long.p50), us(raw_long_p50));
     println!("FIGURE tpmd-sign-4KiB-p50-us ours {:.0} upstream {} raw {:.0}", us(one_long.p50), up(&|u| us(u.2.p50)), us(raw_long_p50));
     let up_import = upstream.as_ref().map(|u| format!("{:.1}", ms(u.0))).unwrap_or_else(|| "-".into());
     println!("FIGURE tpmd-import_auth_key-ms ours {:.1} upstream {up_import} raw -", ms(ours_import));
