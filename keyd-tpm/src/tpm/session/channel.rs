@@ -133,7 +133,10 @@ impl Channel {
     ) -> Answer<Response> {
         let mut session_slot = None;
         let mut built = Vec::with_capacity(auths.len());
-        let nonce_caller = random(DIGEST)?;
+        // A command with password or policy authorization only (a SAS signature's HMAC) needs
+        // neither a caller nonce nor a cpHash.
+        let with_session = auths.iter().any(|a| matches!(a, Auth::Session { .. }));
+        let nonce_caller = if with_session { random(DIGEST)? } else { Vec::new() };
         for (slot, auth) in auths.iter().enumerate() {
             if let Auth::Session { value, decrypt, .. } = *auth {
                 let session = self.session.as_ref().ok_or_else(|| TpmError::Unexpected(format!("{what}: no session")))?;
@@ -144,13 +147,17 @@ impl Channel {
                 session_slot = Some(slot);
             }
         }
-        let mut cp = Vec::with_capacity(4 + parameters.len());
-        put_u32(&mut cp, code);
-        for (_, name) in handles {
-            cp.extend_from_slice(name);
-        }
-        cp.extend_from_slice(&parameters);
-        let cp_hash = crypto::sha256(&[&cp]);
+        let cp_hash = if with_session {
+            let mut cp = Vec::with_capacity(4 + parameters.len());
+            put_u32(&mut cp, code);
+            for (_, name) in handles {
+                cp.extend_from_slice(name);
+            }
+            cp.extend_from_slice(&parameters);
+            crypto::sha256(&[&cp])
+        } else {
+            Default::default()
+        };
         for auth in auths {
             built.push(match *auth {
                 Auth::Session { value, decrypt, encrypt } => {
