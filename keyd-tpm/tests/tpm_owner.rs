@@ -13,6 +13,26 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
+/// A TPM owner on a swtpm of its own with `key` imported as the DPS auth key, its state dir,
+/// and a two-worker runtime to call it from.
+fn owner_with_auth_key(key: &[u8; 32]) -> (Swtpm, tempfile::TempDir, tokio::runtime::Runtime, TpmHandle) {
+    let tpm = Swtpm::start();
+    let state = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let h = TpmHandle::start(settings(&tpm, state.path())).unwrap();
+    let keys = rt.block_on(h.get_tpm_keys()).unwrap();
+    let blob = dps_attestation::build_authentication_key(&keys.endorsement_key, &keys.storage_root_key, key).unwrap();
+    rt.block_on(h.import_auth_key(blob)).unwrap();
+    (tpm, state, rt, h)
+}
+
+/// Shuts the owner down and checks that it left no transient object in the TPM.
+fn shut_down_leaving_no_transient_objects(h: TpmHandle, tpm: &Swtpm, state: &std::path::Path) {
+    h.shutdown();
+    let out = tpm.tpm2_ok("tpm2_getcap", &["handles-transient"], state);
+    assert!(String::from_utf8_lossy(&out).trim().is_empty(), "{}", String::from_utf8_lossy(&out));
+}
+
 #[test]
 fn ek_and_srk_are_created_once_and_persisted() {
     let tpm = Swtpm::start();
@@ -81,14 +101,8 @@ fn auth_keys_swap_and_restore_in_every_parameter_encryption_mode() {
 /// counted as quick runs. Every answer matches HMAC-SHA256 computed in software.
 #[test]
 fn short_sequences_run_on_the_callers_thread_and_longer_ones_in_slices() {
-    let tpm = Swtpm::start();
-    let state = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let h = TpmHandle::start(settings(&tpm, state.path())).unwrap();
-    let keys = rt.block_on(h.get_tpm_keys()).unwrap();
     let key = [9u8; 32];
-    let blob = dps_attestation::build_authentication_key(&keys.endorsement_key, &keys.storage_root_key, &key).unwrap();
-    rt.block_on(h.import_auth_key(blob)).unwrap();
+    let (tpm, state, rt, h) = owner_with_auth_key(&key);
     let sign = |data: &[u8]| rt.block_on(h.sign_with_auth_key(data.to_vec())).unwrap();
 
     let start = h.quick_runs();
@@ -109,9 +123,7 @@ fn short_sequences_run_on_the_callers_thread_and_longer_ones_in_slices() {
         assert_eq!(sign(&data), common::hmac_sha256(&key, &data), "{len} bytes");
     }
     assert_eq!(h.quick_runs(), idle, "sequences over 4 KiB run in slices, not as quick jobs");
-    h.shutdown();
-    let out = tpm.tpm2_ok("tpm2_getcap", &["handles-transient"], state.path());
-    assert!(String::from_utf8_lossy(&out).trim().is_empty(), "{}", String::from_utf8_lossy(&out));
+    shut_down_leaving_no_transient_objects(h, &tpm, state.path());
 }
 
 /// A short sequence that once took longer than the inline limit (the TPM paused for 30 ms in
@@ -119,14 +131,8 @@ fn short_sequences_run_on_the_callers_thread_and_longer_ones_in_slices() {
 /// as the kind's last run, so later ones run on the caller's thread again.
 #[test]
 fn a_short_sequence_slowed_once_runs_on_the_callers_thread_again_once_it_is_quick() {
-    let tpm = Swtpm::start();
-    let state = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let h = TpmHandle::start(settings(&tpm, state.path())).unwrap();
-    let keys = rt.block_on(h.get_tpm_keys()).unwrap();
     let key = [11u8; 32];
-    let blob = dps_attestation::build_authentication_key(&keys.endorsement_key, &keys.storage_root_key, &key).unwrap();
-    rt.block_on(h.import_auth_key(blob)).unwrap();
+    let (tpm, state, rt, h) = owner_with_auth_key(&key);
     let data = vec![4u8; 3000];
     let expected = common::hmac_sha256(&key, &data);
     let sign = || rt.block_on(h.sign_with_auth_key(data.clone())).unwrap();
@@ -158,7 +164,7 @@ fn a_short_sequence_slowed_once_runs_on_the_callers_thread_again_once_it_is_quic
         assert!(tries <= 20, "short sequences never ran on the caller's thread again: {:?}", h.quick_runs());
         assert_eq!(sign(), expected);
     }
-    h.shutdown();
+    shut_down_leaving_no_transient_objects(h, &tpm, state.path());
 }
 
 /// Where jobs run: a one-command sign on an idle TPM runs on the caller's own thread once its
@@ -167,14 +173,8 @@ fn a_short_sequence_slowed_once_runs_on_the_callers_thread_again_once_it_is_quic
 /// answers are the same either way.
 #[test]
 fn quick_jobs_run_on_the_callers_thread_only_when_the_tpm_is_idle() {
-    let tpm = Swtpm::start();
-    let state = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let h = TpmHandle::start(settings(&tpm, state.path())).unwrap();
-    let keys = rt.block_on(h.get_tpm_keys()).unwrap();
     let key = [7u8; 32];
-    let blob = dps_attestation::build_authentication_key(&keys.endorsement_key, &keys.storage_root_key, &key).unwrap();
-    rt.block_on(h.import_auth_key(blob)).unwrap();
+    let (tpm, state, rt, h) = owner_with_auth_key(&key);
     let sign = |data: &[u8]| rt.block_on(h.sign_with_auth_key(data.to_vec())).unwrap();
 
     let start = h.quick_runs();
@@ -219,7 +219,5 @@ fn quick_jobs_run_on_the_callers_thread_only_when_the_tpm_is_idle() {
     assert!(signed_while_busy >= 3, "the long HMAC ended before the signs could be tried ({signed_while_busy})");
     // The last sign may have started just as the long HMAC finished.
     assert!(after.queued - since.queued >= signed_while_busy - 1, "{signed_while_busy} signs during the long HMAC, {after:?} after {since:?} (idle: {idle:?})");
-    h.shutdown();
-    let out = tpm.tpm2_ok("tpm2_getcap", &["handles-transient"], state.path());
-    assert!(String::from_utf8_lossy(&out).trim().is_empty(), "{}", String::from_utf8_lossy(&out));
+    shut_down_leaving_no_transient_objects(h, &tpm, state.path());
 }
