@@ -6,8 +6,8 @@
 //!
 //! Where a job runs: a short job (one or a few commands, see [`Quick`]; an HMAC over up to
 //! four TPM buffers is one) that finds the TPM idle and nobody waiting runs at once on the
-//! caller's own thread, so a lone request costs no hand-off between threads (two thread wake-ups, about as long as the TPM command itself on a
-//! software TPM). Every other job waits in the queue of its [`Lane`] (the API and the caller's
+//! caller's own thread, so a lone request costs no hand-off between threads (two thread
+//! wake-ups, about as long as the TPM command itself on a software TPM). Every other job waits in the queue of its [`Lane`] (the API and the caller's
 //! uid) for the owner thread, which takes the lanes in turn, one job each. A longer HMAC runs in
 //! slices (see `sequence`) and goes to the back of the line between them while others wait, so
 //! the device's own signing never starves behind one caller's bulk work. A kind of quick job
@@ -606,21 +606,8 @@ impl LongHmac {
             })
         }))
     }
-}
 
-impl Sliced for LongHmac {
-    fn slice(&mut self, owner: &mut Owner, others_waiting: &dyn Fn() -> bool) -> Slice {
-        let started = Instant::now();
-        let outcome = self.run_slice(owner, others_waiting);
-        self.ran += started.elapsed();
-        if let (Slice::Done(_), Some((shared, kind))) = (&outcome, &self.timed) {
-            shared.record(*kind, false, self.ran);
-        }
-        outcome
-    }
-}
-
-impl LongHmac {
+    /// One slice of the sequence: its key settled first, the caller checked for having gone.
     fn run_slice(&mut self, owner: &mut Owner, others_waiting: &dyn Fn() -> bool) -> Slice {
         let device = match owner.device() {
             Ok(device) => device,
@@ -647,6 +634,18 @@ impl LongHmac {
             Ok(None) => Slice::Continue,
             Err(e) => self.finish(Err(e)),
         }
+    }
+}
+
+impl Sliced for LongHmac {
+    fn slice(&mut self, owner: &mut Owner, others_waiting: &dyn Fn() -> bool) -> Slice {
+        let started = Instant::now();
+        let outcome = self.run_slice(owner, others_waiting);
+        self.ran += started.elapsed();
+        if let (Slice::Done(_), Some((shared, kind))) = (&outcome, &self.timed) {
+            shared.record(*kind, false, self.ran);
+        }
+        outcome
     }
 }
 
