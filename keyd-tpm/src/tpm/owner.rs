@@ -4,16 +4,16 @@
 //! answering (simulator restarted, device reset), the owner reopens it and retries the request
 //! once, so the daemon survives without a restart.
 //!
-//! Where a job runs: a short job (one or a few commands, see [`Quick`]; an HMAC over up to
-//! four TPM buffers is one) that finds the TPM idle and nobody waiting runs at once on the
-//! caller's own thread, so a lone request costs no hand-off between threads (two thread
-//! wake-ups, about as long as the TPM command itself on a software TPM). Every other job waits in the queue of its [`Lane`] (the API and the caller's
-//! uid) for the owner thread, which takes the lanes in turn, one job each. A longer HMAC runs in
-//! slices (see `sequence`) and goes to the back of the line between them while others wait, so
-//! the device's own signing never starves behind one caller's bulk work. A kind of quick job
-//! whose last run took longer than [`INLINE_LIMIT`] (a slow discrete TPM) goes to the owner
-//! thread too, and so does the first job of each kind (its time is not known yet), so a
-//! caller's async worker is never blocked for long.
+//! Where a job runs: a short job (one or a few commands, see [`Quick`]; an HMAC over up to four
+//! TPM buffers is one) that finds the TPM idle and nobody waiting runs at once on the caller's
+//! own thread, so a lone request costs no hand-off between threads (two thread wake-ups, about
+//! as long as the TPM command itself on a software TPM). Every other job waits in the queue of
+//! its [`Lane`] (the API and the caller's uid) for the owner thread, which takes the lanes in
+//! turn, one job each. A longer HMAC runs in slices (see `sequence`) and goes to the back of
+//! the line between them while others wait, so the device's own signing never starves behind
+//! one caller's bulk work. A kind of quick job whose last run took longer than [`INLINE_LIMIT`]
+//! (a slow discrete TPM) goes to the owner thread too, and so does the first job of each kind
+//! (its time is not known yet), so a caller's async worker is never blocked for long.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
