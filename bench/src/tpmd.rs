@@ -68,8 +68,8 @@ fn main() {
     drop(daemon);
     // The same sign through keyd-tpm's TPM owner in this process, with the daemon stopped: what
     // a request costs without HTTP.
-    let in_process = owner_signs(&tpm, &work.path().join("home"), &data, n);
-    let in_process_long = owner_signs(&tpm, &work.path().join("home"), &long, n / 4);
+    let in_process = owner_signs(&work.path().join("config.toml"), &data, n);
+    let in_process_long = owner_signs(&work.path().join("config.toml"), &long, n / 4);
 
     // Upstream on a swtpm of its own, the same requests.
     let upstream = upstream_dir.map(|dir| {
@@ -276,16 +276,10 @@ async fn http_floor(socket: &Path, n: usize) -> Summary {
 }
 
 /// `n` signs through keyd-tpm's TPM owner in this process (a current-thread runtime, as a
-/// caller on one HTTP worker would be), on the daemon's state in `home`.
-fn owner_signs(tpm: &Swtpm, home: &Path, data: &[u8], n: usize) -> Summary {
-    let settings = keyd_tpm::tpm::TpmSettings {
-        tcti: tpm.tcti(),
-        auth_key_index: 0x100,
-        endorsement_auth: Default::default(),
-        owner_auth: Default::default(),
-        state_dir: home.to_owned(),
-        parameter_encryption: Default::default(),
-    };
+/// caller on one HTTP worker would be), with the TPM settings the daemon read from `config`.
+fn owner_signs(config: &Path, data: &[u8], n: usize) -> Summary {
+    let text = std::fs::read_to_string(config).expect("read the daemon's config");
+    let settings = toml::from_str::<keyd_tpm::config::TpmdConfig>(&text).expect("parse the daemon's config").tpm_settings();
     let owner = keyd_tpm::tpm::TpmHandle::start(settings).expect("open the TPM in-process");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut samples = Vec::with_capacity(n);
