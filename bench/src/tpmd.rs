@@ -84,7 +84,7 @@ fn main() {
         let one_long = runtime.block_on(over_socket(&socket, &long, n / 4, 1));
         let floor = runtime.block_on(http_floor(&socket, n));
         drop(child);
-        (median(import_times), one, one_long, floor)
+        UpstreamRun { import: median(import_times), one, one_long, floor }
     });
 
     let best = |a: &Summary, b: &Summary| if a.p50 <= b.p50 { (a.p50, a.p99) } else { (b.p50, b.p99) };
@@ -110,10 +110,10 @@ fn main() {
     row("sign through keyd-tpm's TPM owner in-process (no HTTP)", &in_process, raw_p50);
     row(&format!("sign {LONG_LEN} B through keyd-tpm's TPM owner in-process (no HTTP)"), &in_process_long, raw_long_p50);
     row("HTTP round trip that touches no TPM (unknown path: 404), 1 client", &floor, raw_p50);
-    if let Some((_, up_one, up_long, up_floor)) = &upstream {
-        row("upstream aziot-tpmd sign_with_auth_key, 1 client", up_one, raw_p50);
-        row(&format!("upstream aziot-tpmd sign_with_auth_key {LONG_LEN} B, 1 client"), up_long, raw_long_p50);
-        row("upstream aziot-tpmd HTTP round trip that touches no TPM (404), 1 client", up_floor, raw_p50);
+    if let Some(up) = &upstream {
+        row("upstream aziot-tpmd sign_with_auth_key, 1 client", &up.one, raw_p50);
+        row(&format!("upstream aziot-tpmd sign_with_auth_key {LONG_LEN} B, 1 client"), &up.one_long, raw_long_p50);
+        row("upstream aziot-tpmd HTTP round trip that touches no TPM (404), 1 client", &up.floor, raw_p50);
     }
     println!(
         "sign_with_auth_key, 16 clients (queued behind one TPM: throughput only): {:.0} ops/s, {:.2}× raw's",
@@ -125,7 +125,7 @@ fn main() {
     println!(
         "import_auth_key (median of {IMPORTS}): ours {:.1} ms{}",
         ms(ours_import),
-        upstream.as_ref().map(|(t, ..)| format!(", upstream {:.1} ms", ms(*t))).unwrap_or_default()
+        upstream.as_ref().map(|u| format!(", upstream {:.1} ms", ms(u.import))).unwrap_or_default()
     );
     println!(
         "start to socket ready: median {} ms (min {} ms, max {} ms, 5 starts)",
@@ -134,14 +134,14 @@ fn main() {
     println!("RSS: idle {:.1} MiB, after the load {:.1} MiB", idle_rss as f64 / 1024.0, busy_rss as f64 / 1024.0);
     println!("errors / non-200 answers under load: {}", 2 * n + n / 4 - one.count - sixteen.count - one_long.count);
     println!();
-    let up = |f: &dyn Fn(&(Duration, Summary, Summary, Summary)) -> f64| upstream.as_ref().map(|u| format!("{:.0}", f(u))).unwrap_or_else(|| "-".into());
-    println!("FIGURE tpmd-sign-64B-p50-us ours {:.0} upstream {} raw {:.0}", us(one.p50), up(&|u| us(u.1.p50)), us(raw_p50));
-    println!("FIGURE tpmd-sign-64B-p99-us ours {:.0} upstream {} raw {:.0}", us(one.p99), up(&|u| us(u.1.p99)), us(raw_p99));
-    println!("FIGURE tpmd-http-404-p50-us ours {:.0} upstream {} raw -", us(floor.p50), up(&|u| us(u.3.p50)));
+    let up = |f: &dyn Fn(&UpstreamRun) -> f64| upstream.as_ref().map(|u| format!("{:.0}", f(u))).unwrap_or_else(|| "-".into());
+    println!("FIGURE tpmd-sign-64B-p50-us ours {:.0} upstream {} raw {:.0}", us(one.p50), up(&|u| us(u.one.p50)), us(raw_p50));
+    println!("FIGURE tpmd-sign-64B-p99-us ours {:.0} upstream {} raw {:.0}", us(one.p99), up(&|u| us(u.one.p99)), us(raw_p99));
+    println!("FIGURE tpmd-http-404-p50-us ours {:.0} upstream {} raw -", us(floor.p50), up(&|u| us(u.floor.p50)));
     println!("FIGURE tpmd-sign-in-process-p50-us ours {:.0} upstream - raw {:.0}", us(in_process.p50), us(raw_p50));
     println!("FIGURE tpmd-sign-4KiB-in-process-p50-us ours {:.0} upstream - raw {:.0}", us(in_process_long.p50), us(raw_long_p50));
-    println!("FIGURE tpmd-sign-4KiB-p50-us ours {:.0} upstream {} raw {:.0}", us(one_long.p50), up(&|u| us(u.2.p50)), us(raw_long_p50));
-    let up_import = upstream.as_ref().map(|u| format!("{:.1}", ms(u.0))).unwrap_or_else(|| "-".into());
+    println!("FIGURE tpmd-sign-4KiB-p50-us ours {:.0} upstream {} raw {:.0}", us(one_long.p50), up(&|u| us(u.one_long.p50)), us(raw_long_p50));
+    let up_import = upstream.as_ref().map(|u| format!("{:.1}", ms(u.import))).unwrap_or_else(|| "-".into());
     println!("FIGURE tpmd-import_auth_key-ms ours {:.1} upstream {up_import} raw -", ms(ours_import));
 }
 
@@ -157,6 +157,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Which daemon a phase runs.
+/// Upstream's aziot-tpmd measured the same way: its median import and its one-client phases.
+struct UpstreamRun {
+    import: Duration,
+    one: Summary,
+    one_long: Summary,
+    floor: Summary,
+}
+
 enum Impl {
     Ours(PathBuf),
     /// Upstream's release dir (`aziotd` and the libraries it loads).
